@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+// `mediated`: the daemon and an mdevctl-shaped command line to manage it.
+import { parseArgs } from 'node:util';
+import { ControlClient, ControlError } from './control-client.js';
+import { DEFAULT_PARENT, Daemon, loadConfig } from './daemon.js';
+import { controlSocket, defaultRunDir, defaultStateDir } from './paths.js';
+
+const USAGE = `usage: mediated <command> [options]
+
+Commands (mdevctl's names and flags):
+  daemon [--run-dir D] [--state-dir D] [--config F] [--demo]   run the daemon in the foreground
+  types [-p PARENT] [--dumpjson]                                types per parent, available_instances
+  list [-u UUID] [-p PARENT] [--dumpjson] [-v]                  running instances
+  start [-u UUID] -p PARENT -t TYPE [--attr NAME=VALUE]...      start a transient instance (prints its UUID)
+  stop -u UUID                                                  stop an instance
+  qemu-args -u UUID                                             the QEMU -device argument for an instance
+
+Every command finds the daemon through --run-dir or MEDIATED_RUN_DIR.`;
+
+const OPTIONS = {
+  'run-dir': { type: 'string' },
+  'state-dir': { type: 'string' },
+  config: { type: 'string' },
+  demo: { type: 'boolean' },
+  uuid: { type: 'string', short: 'u' },
+  parent: { type: 'string', short: 'p' },
+  type: { type: 'string', short: 't' },
+  attr: { type: 'string', multiple: true },
+  dumpjson: { type: 'boolean' },
+  verbose: { type: 'boolean', short: 'v' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`mediated: ${message}\n`);
+  process.exit(code);
+}
+
+function attrs(v: Values): Record<string, string>[] {
+  return (v.attr ?? []).map((a) => {
+    const i = a.indexOf('=');
+    if (i <= 0) fail(`--attr takes NAME=VALUE, got "${a}"`, 2);
+    return { [a.slice(0, i)]: a.slice(i + 1) };
+  });
+}
+
+async function runDaemon(v: Values): Promise<void> {
+  const config = loadConfig(v.config);
+  if (v.demo) {
+    config.instances = [...(config.instances ?? []), { parent: config.parents[0]?.name ?? DEFAULT_PARENT, type: 'mediated-tty-1' }];
+  }
+  const daemon = new Daemon({ runDir: defaultRunDir(v['run-dir']), stateDir: defaultStateDir(v['state-dir']), config });
+  const shutdown = (sig: string) => {
+    process.stderr.write(`mediated: ${sig}, shutting down\n`);
+    void daemon.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  await daemon.start();
+  for (const inst of daemon.core.instances) {
+    process.stdout.write(`instance ${inst.uuid} (${inst.type.id} on ${inst.parent.name})\n`);
+    process.stdout.write(`  attach with: qemu-system-x86_64 … -object memory-backend-memfd,id=mem0,size=512M,share=on -machine memory-backend=mem0 -device '${JSON.stringify({ driver: 'vfio-user-pci', id: `mdev-${inst.uuid.slice(0, 8)}`, rombar: 0, socket: { type: 'unix', path: inst.socketPath } })}'\n`);
+  }
+}
+
+function printTypes(doc: unknown): void {
+  for (const [parent, types] of Object.entries((doc as Record<string, unknown[]>[])[0] ?? {})) {
+    process.stdout.write(`${parent}\n`);
+    for (const t of types as Record<string, Record<string, unknown>>[]) {
+      for (const [id, info] of Object.entries(t)) {
+        process.stdout.write(`  ${id}\n    Available instances: ${info.available_instances}\n    Device API: ${info.device_api}\n`);
+        if (info.name) process.stdout.write(`    Name: ${info.name}\n`);
+        if (info.description) process.stdout.write(`    Description: ${info.description}\n`);
+      }
+    }
+  }
+}
+
+function printList(doc: unknown, verbose: boolean): void {
+  for (const [parent, devs] of Object.entries((doc as Record<string, unknown[]>[])[0] ?? {})) {
+    for (const d of devs as Record<string, Record<string, unknown>>[]) {
+      for (const [uuid, c] of Object.entries(d)) {
+        process.stdout.write(`${uuid} ${parent} ${c.mdev_type} ${c.start}\n`);
+        if (!verbose) continue;
+        process.stdout.write(`  vfio-user socket: ${c.vfio_user_socket}${c.attached ? ' (attached)' : ''}\n`);
+        for (const [i, a] of ((c.attrs as unknown[]) ?? []).entries()) process.stdout.write(`  Attrs:\n    @{${i}}: ${JSON.stringify(a)}\n`);
+        for (const s of (c.serial as { port: number; socket: string }[]) ?? []) process.stdout.write(`  serial port ${s.port}: ${s.socket}\n`);
+      }
+    }
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+  } catch (e) {
+    fail(`${(e as Error).message}\n${USAGE}`, 2);
+  }
+  const { values: v, positionals } = parsed;
+  const verb = positionals[0];
+  if (v.help || !verb || verb === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (verb === 'daemon') return runDaemon(v);
+  const known = ['types', 'list', 'start', 'stop', 'qemu-args'];
+  if (!known.includes(verb)) fail(`unknown command "${verb}"\n${USAGE}`, 2);
+  let client: ControlClient;
+  try {
+    client = new ControlClient(controlSocket(defaultRunDir(v['run-dir'])));
+  } catch (e) {
+    fail((e as Error).message);
+  }
+  try {
+    switch (verb) {
+      case 'types': {
+        const doc = await client.call('types', { parent: v.parent });
+        if (v.dumpjson) process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+        else printTypes(doc);
+        break;
+      }
+      case 'list': {
+        const doc = await client.call('list', { uuid: v.uuid, parent: v.parent });
+        if (v.dumpjson) process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+        else printList(doc, !!v.verbose);
+        break;
+      }
+      case 'start': {
+        if (!v.parent || !v.type) fail('start needs -p PARENT and -t TYPE', 2);
+        const r = await client.call<{ uuid: string }>('start', { uuid: v.uuid, parent: v.parent, type: v.type, attrs: attrs(v) });
+        if (!v.uuid) process.stdout.write(`${r.uuid}\n`);
+        break;
+      }
+      case 'stop':
+        if (!v.uuid) fail('stop needs -u UUID', 2);
+        await client.call('stop', { uuid: v.uuid });
+        break;
+      case 'qemu-args': {
+        if (!v.uuid) fail('qemu-args needs -u UUID', 2);
+        const r = await client.call<{ device: string }>('qemu-args', { uuid: v.uuid });
+        process.stdout.write(`-device '${r.device}'\n`);
+        break;
+      }
+    }
+  } catch (e) {
+    if (e instanceof ControlError) fail(`${e.message} (${e.code})`);
+    throw e;
+  } finally {
+    client.close();
+  }
+}
+
+main(process.argv.slice(2)).catch((e) => fail((e as Error).stack ?? String(e)));
