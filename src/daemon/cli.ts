@@ -1,6 +1,11 @@
 #!/usr/bin/env node
 // `mediated`: the daemon and an mdevctl-shaped command line to manage it.
+import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import * as native from '../native/index.js';
+import { type PlaneInfo, formatName } from '../display/plane.js';
+import { planeToPng } from '../display/png.js';
+import type { BufferDescriptor } from '../display/buffers.js';
 import { ControlClient, ControlError } from './control-client.js';
 import { DEFAULT_PARENT, Daemon, loadConfig } from './daemon.js';
 import { controlSocket, defaultRunDir, defaultStateDir } from './paths.js';
@@ -10,10 +15,19 @@ const USAGE = `usage: mediated <command> [options]
 Commands (mdevctl's names and flags):
   daemon [--run-dir D] [--state-dir D] [--config F] [--demo]   run the daemon in the foreground
   types [-p PARENT] [--dumpjson]                                types per parent, available_instances
-  list [-u UUID] [-p PARENT] [--dumpjson] [-v]                  running instances
-  start [-u UUID] -p PARENT -t TYPE [--attr NAME=VALUE]...      start a transient instance (prints its UUID)
+  list [-d|--defined] [-u UUID] [-p PARENT] [--dumpjson] [-v]  running (or defined) instances
+  define [-u UUID] -p PARENT (-t TYPE | --jsonfile F) [-a|--auto] [--attr NAME=VALUE]...
+                                                                persist a definition (prints a new UUID)
+  undefine -u UUID                                              remove a definition
+  modify -u UUID [-p P] [-t TYPE] [-a|--auto|-m|--manual] [--addattr N --value V [-i IDX]]
+         [--delattr [-i IDX]] [--jsonfile F]                    change a definition
+  start -u UUID                                                 start a defined instance
+  start [-u UUID] -p PARENT (-t TYPE | --jsonfile F) [--attr NAME=VALUE]...
+                                                                start a transient instance (prints its UUID)
   stop -u UUID                                                  stop an instance
   qemu-args -u UUID                                             the QEMU -device argument for an instance
+  plane -u UUID [--dumpjson]                                    what the guest shows now (plane query)
+  screenshot -u UUID -o FILE.png                                write the guest's screen as PNG
 
 Every command finds the daemon through --run-dir or MEDIATED_RUN_DIR.`;
 
@@ -26,6 +40,15 @@ const OPTIONS = {
   parent: { type: 'string', short: 'p' },
   type: { type: 'string', short: 't' },
   attr: { type: 'string', multiple: true },
+  defined: { type: 'boolean', short: 'd' },
+  auto: { type: 'boolean', short: 'a' },
+  manual: { type: 'boolean', short: 'm' },
+  jsonfile: { type: 'string' },
+  addattr: { type: 'string' },
+  value: { type: 'string' },
+  delattr: { type: 'boolean' },
+  index: { type: 'string', short: 'i' },
+  output: { type: 'string', short: 'o' },
   dumpjson: { type: 'boolean' },
   verbose: { type: 'boolean', short: 'v' },
   help: { type: 'boolean', short: 'h' },
@@ -49,7 +72,7 @@ function attrs(v: Values): Record<string, string>[] {
 async function runDaemon(v: Values): Promise<void> {
   const config = loadConfig(v.config);
   if (v.demo) {
-    config.instances = [...(config.instances ?? []), { parent: config.parents[0]?.name ?? DEFAULT_PARENT, type: 'mediated-tty-1' }];
+    config.instances = [...(config.instances ?? []), { parent: config.parents[0]?.name ?? DEFAULT_PARENT, type: 'mediated-bochs-medium' }];
   }
   const daemon = new Daemon({ runDir: defaultRunDir(v['run-dir']), stateDir: defaultStateDir(v['state-dir']), config });
   const shutdown = (sig: string) => {
@@ -62,6 +85,36 @@ async function runDaemon(v: Values): Promise<void> {
   for (const inst of daemon.core.instances) {
     process.stdout.write(`instance ${inst.uuid} (${inst.type.id} on ${inst.parent.name})\n`);
     process.stdout.write(`  attach with: qemu-system-x86_64 … -object memory-backend-memfd,id=mem0,size=512M,share=on -machine memory-backend=mem0 -device '${JSON.stringify({ driver: 'vfio-user-pci', id: `mdev-${inst.uuid.slice(0, 8)}`, rombar: 0, socket: { type: 'unix', path: inst.socketPath } })}'\n`);
+  }
+}
+
+function jsonFile(path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(path === '-' ? 0 : path, 'utf8'));
+  } catch (e) {
+    fail(`cannot read ${path}: ${(e as Error).message}`, 2);
+  }
+}
+
+/** A consumer like any other: export the current buffer, map it, encode, release. */
+export async function screenshot(client: ControlClient, uuid: string): Promise<Buffer> {
+  const { result, fds } = await client.callWithFds('buffer-export', { uuid });
+  const d = result as BufferDescriptor;
+  const fd = fds[0];
+  if (fd === undefined) throw new Error('the daemon sent no buffer');
+  try {
+    const end = d.offset + d.size;
+    const length = Math.ceil(end / native.PAGE_SIZE) * native.PAGE_SIZE;
+    const ab = native.mmap(fd, Math.min(length, native.fileSize(fd)), 0, false);
+    try {
+      const plane = { ...d, drm_plane_type: 1, x_pos: 0, y_pos: 0, x_hot: 0, y_hot: 0 } as PlaneInfo;
+      return planeToPng(plane, new Uint8Array(ab));
+    } finally {
+      native.munmap(ab);
+    }
+  } finally {
+    native.close(fd);
+    await client.call('buffer-release', { buffer: d.uuid }).catch(() => {});
   }
 }
 
@@ -82,7 +135,8 @@ function printList(doc: unknown, verbose: boolean): void {
   for (const [parent, devs] of Object.entries((doc as Record<string, unknown[]>[])[0] ?? {})) {
     for (const d of devs as Record<string, Record<string, unknown>>[]) {
       for (const [uuid, c] of Object.entries(d)) {
-        process.stdout.write(`${uuid} ${parent} ${c.mdev_type} ${c.start}\n`);
+        const mark = c.active === true ? ' (active)' : c.defined === true ? ' (defined)' : '';
+        process.stdout.write(`${uuid} ${parent} ${c.mdev_type} ${c.start}${mark}\n`);
         if (!verbose) continue;
         process.stdout.write(`  vfio-user socket: ${c.vfio_user_socket}${c.attached ? ' (attached)' : ''}\n`);
         for (const [i, a] of ((c.attrs as unknown[]) ?? []).entries()) process.stdout.write(`  Attrs:\n    @{${i}}: ${JSON.stringify(a)}\n`);
@@ -106,7 +160,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   if (verb === 'daemon') return runDaemon(v);
-  const known = ['types', 'list', 'start', 'stop', 'qemu-args'];
+  const known = ['types', 'list', 'start', 'stop', 'qemu-args', 'define', 'undefine', 'modify', 'plane', 'screenshot'];
   if (!known.includes(verb)) fail(`unknown command "${verb}"\n${USAGE}`, 2);
   let client: ControlClient;
   try {
@@ -123,15 +177,70 @@ export async function main(argv: string[]): Promise<void> {
         break;
       }
       case 'list': {
-        const doc = await client.call('list', { uuid: v.uuid, parent: v.parent });
+        const doc = await client.call('list', { uuid: v.uuid, parent: v.parent, defined: !!v.defined });
         if (v.dumpjson) process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
         else printList(doc, !!v.verbose);
         break;
       }
       case 'start': {
-        if (!v.parent || !v.type) fail('start needs -p PARENT and -t TYPE', 2);
-        const r = await client.call<{ uuid: string }>('start', { uuid: v.uuid, parent: v.parent, type: v.type, attrs: attrs(v) });
+        const fromFile = v.jsonfile ? jsonFile(v.jsonfile) : null;
+        if (!v.uuid && (!v.parent || !(v.type || fromFile))) fail('start needs -u UUID of a definition, or -p PARENT and -t TYPE', 2);
+        const r = await client.call<{ uuid: string }>('start', {
+          uuid: v.uuid,
+          parent: v.parent,
+          type: v.type ?? (fromFile as { mdev_type?: string } | null)?.mdev_type,
+          attrs: fromFile ? ((fromFile as { attrs?: unknown }).attrs ?? []) : attrs(v),
+        });
         if (!v.uuid) process.stdout.write(`${r.uuid}\n`);
+        break;
+      }
+      case 'define': {
+        const r = await client.call<{ uuid: string }>('define', {
+          uuid: v.uuid,
+          parent: v.parent,
+          type: v.type,
+          auto: !!v.auto,
+          attrs: attrs(v),
+          ...(v.jsonfile ? { config: jsonFile(v.jsonfile) } : {}),
+        });
+        if (!v.uuid) process.stdout.write(`${r.uuid}\n`);
+        break;
+      }
+      case 'undefine':
+        if (!v.uuid) fail('undefine needs -u UUID', 2);
+        await client.call('undefine', { uuid: v.uuid });
+        break;
+      case 'modify': {
+        if (!v.uuid) fail('modify needs -u UUID', 2);
+        if (v.auto && v.manual) fail('--auto and --manual exclude each other', 2);
+        const index = v.index === undefined ? undefined : Number(v.index);
+        if (index !== undefined && !Number.isInteger(index)) fail(`-i takes an integer, got "${v.index}"`, 2);
+        await client.call('modify', {
+          uuid: v.uuid,
+          parent: v.parent,
+          type: v.type,
+          auto: !!v.auto,
+          manual: !!v.manual,
+          addattr: v.addattr,
+          value: v.value,
+          delattr: !!v.delattr,
+          index,
+          ...(v.jsonfile ? { config: jsonFile(v.jsonfile) } : {}),
+        });
+        break;
+      }
+      case 'plane': {
+        if (!v.uuid) fail('plane needs -u UUID', 2);
+        const p = await client.call<PlaneInfo>('plane-query', { uuid: v.uuid });
+        if (v.dumpjson) process.stdout.write(`${JSON.stringify(p, null, 2)}\n`);
+        else if (!p.drm_format) process.stdout.write('no plane: the guest shows nothing\n');
+        else process.stdout.write(`${p.width}x${p.height} ${formatName(p.drm_format)} stride ${p.stride} offset ${p.offset} id ${p.dmabuf_id}\n`);
+        break;
+      }
+      case 'screenshot': {
+        if (!v.uuid || !v.output) fail('screenshot needs -u UUID and -o FILE.png', 2);
+        const png = await screenshot(client, v.uuid);
+        writeFileSync(v.output, png);
         break;
       }
       case 'stop':

@@ -6,6 +6,11 @@ import { MdevError } from '../mdev/errors.js';
 import type { MdevAttr, MdevTypeProvider } from '../mdev/types.js';
 import { newUuid, parseUuid } from '../mdev/uuid.js';
 import { serialTypes } from '../devices/serial/types.js';
+import { vgpuTypes } from '../devices/vgpu/types.js';
+import { BufferRegistry } from '../display/buffers.js';
+import { type DisplaySource, PLANE_FLAG_DMABUF, PLANE_FLAG_PROBE, PLANE_FLAG_REGION, PlaneType } from '../display/plane.js';
+import { DefinitionStore, validateConfig } from '../mdev/definitions.js';
+import type { Instance } from '../mdev/core.js';
 import { ControlServer, type Handler } from './control-server.js';
 import { listJson, qemuDeviceArg, runningFacts, typesJson } from './mdevctl-json.js';
 import { controlSocket } from './paths.js';
@@ -18,8 +23,17 @@ export interface DaemonConfig {
 
 export const DEFAULT_PARENT = 'mediated0';
 
+const MiB = 1024 * 1024;
+
+/** One parent with room for 24 serial ports and 256 MiB of VRAM over 16 display heads (mbochs' budget). */
 export function defaultConfig(): DaemonConfig {
-  return { parents: [{ name: DEFAULT_PARENT, resources: { ports: 24 } }] };
+  return { parents: [{ name: DEFAULT_PARENT, resources: { ports: 24, vram: 256 * MiB, heads: 16 } }] };
+}
+
+/** The display side of an instance, if it has one. */
+export function displayOf(inst: Instance | undefined): DisplaySource | null {
+  const b = inst?.device?.backend as unknown as Partial<DisplaySource> | undefined;
+  return b && typeof b.queryPlane === 'function' && b.framebuffer ? (b as DisplaySource) : null;
 }
 
 export function loadConfig(path: string | undefined): DaemonConfig {
@@ -65,18 +79,21 @@ function attrsArg(args: Record<string, unknown>): MdevAttr[] {
 
 export class Daemon {
   readonly core: MdevCore;
+  readonly definitions: DefinitionStore;
+  readonly buffers = new BufferRegistry();
   private control: ControlServer | null = null;
   private readonly log: (m: string) => void;
   private stopping: Promise<void> | null = null;
 
   constructor(
     readonly options: DaemonOptions,
-    types: MdevTypeProvider[] = serialTypes,
+    types: MdevTypeProvider[] = [...vgpuTypes, ...serialTypes],
   ) {
     this.log = options.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} mediated: ${m}\n`));
     this.core = new MdevCore({ runDir: options.runDir, log: this.log });
     for (const t of types) this.core.registerType(t);
     for (const p of options.config.parents) this.core.addParent(p);
+    this.definitions = new DefinitionStore(options.stateDir, this.log);
   }
 
   get controlPath(): string {
@@ -88,6 +105,14 @@ export class Daemon {
     mkdirSync(this.options.stateDir, { recursive: true, mode: 0o700 });
     this.control = new ControlServer(this.controlPath, this.handlers(), this.log);
     this.control.listen();
+    for (const d of this.definitions.load()) {
+      if (d.start !== 'auto') continue;
+      try {
+        await this.core.start(d.uuid, d.parent, d.mdev_type, d.attrs);
+      } catch (e) {
+        this.log(`auto-start of ${d.uuid} failed: ${(e as Error).message}`);
+      }
+    }
     for (const i of this.options.config.instances ?? []) {
       await this.core.start(i.uuid ?? newUuid(), i.parent, i.type, i.attrs ?? []);
     }
@@ -113,30 +138,173 @@ export class Daemon {
     h.set('list', (args) => {
       const uuid = str(args, 'uuid', false);
       const parent = str(args, 'parent', false);
+      const match = (u: string, p: string) => (!uuid || u === parseUuid(uuid)) && (!parent || p === parent);
+      if (args.defined) {
+        return listJson(
+          this.definitions.all
+            .filter((d) => match(d.uuid, d.parent))
+            .map((d) => ({
+              parent: d.parent,
+              uuid: d.uuid,
+              config: { mdev_type: d.mdev_type, start: d.start, attrs: d.attrs },
+              extra: { active: !!core.instance(d.uuid) },
+            })),
+        );
+      }
       const entries = core.instances
-        .filter((i) => (!uuid || i.uuid === parseUuid(uuid)) && (!parent || i.parent.name === parent))
-        .map((i) => ({
-          parent: i.parent.name,
-          uuid: i.uuid,
-          config: { mdev_type: i.type.id, start: 'manual' as const, attrs: i.attrs },
-          extra: runningFacts(core, i),
-        }));
+        .filter((i) => match(i.uuid, i.parent.name))
+        .map((i) => {
+          const def = this.definitions.get(i.uuid);
+          return {
+            parent: i.parent.name,
+            uuid: i.uuid,
+            config: { mdev_type: i.type.id, start: def?.start ?? ('manual' as const), attrs: i.attrs },
+            extra: { defined: !!def, ...runningFacts(core, i) },
+          };
+        });
       return listJson(entries);
     });
     h.set('start', async (args) => {
-      const uuid = str(args, 'uuid', false) || newUuid();
-      const inst = await core.start(uuid, str(args, 'parent'), str(args, 'type'), attrsArg(args));
+      const uuidArg = str(args, 'uuid', false);
+      const parentArg = str(args, 'parent', false);
+      const typeArg = str(args, 'type', false);
+      let inst: Instance;
+      if (uuidArg && !parentArg && !typeArg) {
+        // Start a defined instance.
+        const d = this.definitions.get(uuidArg);
+        if (!d) throw new MdevError('ENOENT', `${uuidArg} is not defined; give -p PARENT and -t TYPE for a transient instance`);
+        inst = await core.start(d.uuid, d.parent, d.mdev_type, d.attrs);
+      } else {
+        if (!parentArg || !typeArg) throw new MdevError('EINVAL', 'a transient instance needs both parent and type');
+        const uuid = uuidArg || newUuid();
+        const def = uuidArg ? this.definitions.get(uuidArg) : undefined;
+        if (def && (def.parent !== parentArg || def.mdev_type !== typeArg)) {
+          throw new MdevError('EEXIST', `${uuidArg} is defined as ${def.mdev_type} on ${def.parent}`);
+        }
+        inst = await core.start(uuid, parentArg, typeArg, attrsArg(args));
+      }
       return { uuid: inst.uuid, socket: inst.socketPath };
     });
     h.set('stop', async (args) => {
-      await core.stop(str(args, 'uuid'));
+      const uuid = parseUuid(str(args, 'uuid'));
+      await core.stop(uuid);
+      this.buffers.releaseInstance(uuid);
       return { stopped: true };
     });
+    h.set('define', (args) => {
+      const uuidArg = str(args, 'uuid', false);
+      let parent = str(args, 'parent', false);
+      let cfg: { mdev_type: string; start: 'auto' | 'manual'; attrs: ReturnType<typeof attrsArg> };
+      if (args.config !== undefined) {
+        cfg = validateConfig(args.config, 'jsonfile');
+        if (args.auto === true) cfg.start = 'auto';
+      } else if (str(args, 'type', false)) {
+        cfg = { mdev_type: str(args, 'type'), start: args.auto === true ? 'auto' : 'manual', attrs: attrsArg(args) };
+      } else if (uuidArg && core.instance(uuidArg)) {
+        // Define a running instance as it is (mdevctl define -u UUID).
+        const i = core.instance(uuidArg) as Instance;
+        parent ||= i.parent.name;
+        cfg = { mdev_type: i.type.id, start: args.auto === true ? 'auto' : 'manual', attrs: i.attrs };
+      } else throw new MdevError('EINVAL', 'define needs -t TYPE, --jsonfile, or the UUID of a running instance');
+      if (!parent) throw new MdevError('EINVAL', 'define needs -p PARENT');
+      const uuid = uuidArg ? parseUuid(uuidArg) : newUuid();
+      if (this.definitions.get(uuid)) throw new MdevError('EEXIST', `${uuid} is already defined`);
+      core.validate(parent, cfg.mdev_type, cfg.attrs);
+      this.definitions.save({ uuid, parent, ...cfg });
+      return { uuid };
+    });
+    h.set('undefine', (args) => {
+      const d = this.definitions.remove(str(args, 'uuid'));
+      return { uuid: d.uuid };
+    });
+    h.set('modify', (args) => {
+      const d = this.definitions.get(str(args, 'uuid'));
+      if (!d) throw new MdevError('ENOENT', `${args.uuid} is not defined`);
+      const next = { ...d, attrs: [...d.attrs] };
+      if (args.config !== undefined) Object.assign(next, validateConfig(args.config, 'jsonfile'));
+      const parent = str(args, 'parent', false);
+      if (parent) next.parent = parent;
+      const type = str(args, 'type', false);
+      if (type) next.mdev_type = type;
+      if (args.auto === true) next.start = 'auto';
+      if (args.manual === true) next.start = 'manual';
+      const add = str(args, 'addattr', false);
+      if (add) {
+        const value = args.value;
+        if (typeof value !== 'string') throw new MdevError('EINVAL', '--addattr needs --value');
+        const at = typeof args.index === 'number' ? args.index : next.attrs.length;
+        if (!Number.isInteger(at) || at < 0 || at > next.attrs.length) throw new MdevError('EINVAL', `attribute index ${at} out of range`);
+        next.attrs.splice(at, 0, { [add]: value });
+      }
+      if (args.delattr === true) {
+        const at = typeof args.index === 'number' ? args.index : next.attrs.length - 1;
+        if (!Number.isInteger(at) || at < 0 || at >= next.attrs.length) throw new MdevError('EINVAL', `attribute index ${at} out of range`);
+        next.attrs.splice(at, 1);
+      }
+      core.validate(next.parent, next.mdev_type, next.attrs);
+      this.definitions.save(next);
+      return { uuid: next.uuid };
+    });
+    this.displayHandlers(h);
     h.set('qemu-args', (args) => {
       const inst = core.instance(str(args, 'uuid'));
       if (!inst) throw new MdevError('ENODEV', `no running instance ${args.uuid}`);
       return { device: qemuDeviceArg(inst), args: ['-device', qemuDeviceArg(inst)] };
     });
     return h;
+  }
+
+  private display(args: Record<string, unknown>): { inst: Instance; source: DisplaySource } {
+    const inst = this.core.instance(str(args, 'uuid'));
+    if (!inst) throw new MdevError('ENODEV', `no running instance ${args.uuid}`);
+    const source = displayOf(inst);
+    if (!source) throw new MdevError('EINVAL', `${inst.uuid} (${inst.type.id}) has no display`);
+    return { inst, source };
+  }
+
+  /** QUERY_GFX_PLANE and GET_GFX_DMABUF over the management socket, plus subscriptions. */
+  private displayHandlers(h: Map<string, Handler>): void {
+    h.set('plane-query', (args) => {
+      const { source } = this.display(args);
+      const flags = typeof args.flags === 'number' ? args.flags : PLANE_FLAG_DMABUF;
+      if (flags & PLANE_FLAG_PROBE) {
+        // Probing asks which mechanism is supported: dma-buf style export, not a region.
+        if (flags === (PLANE_FLAG_PROBE | PLANE_FLAG_DMABUF)) return { supported: true };
+        if (flags === (PLANE_FLAG_PROBE | PLANE_FLAG_REGION)) throw new MdevError('EINVAL', 'region-style planes are not offered; use dmabuf export');
+        throw new MdevError('EINVAL', 'probe takes exactly one of DMABUF or REGION');
+      }
+      if (flags !== PLANE_FLAG_DMABUF) throw new MdevError('EINVAL', 'a plane query sets the DMABUF flag');
+      const type = typeof args.plane_type === 'number' ? args.plane_type : PlaneType.PRIMARY;
+      if (type !== PlaneType.PRIMARY && type !== PlaneType.CURSOR && type !== PlaneType.OVERLAY) throw new MdevError('EINVAL', `bad plane type ${type}`);
+      return source.queryPlane(type);
+    });
+    h.set('buffer-export', (args, link) => {
+      const { inst, source } = this.display(args);
+      const plane = source.queryPlane(PlaneType.PRIMARY);
+      if (!plane.drm_format) throw new MdevError('ENOENT', 'the guest shows no plane right now');
+      if (typeof args.dmabuf_id === 'number' && args.dmabuf_id !== plane.dmabuf_id) {
+        throw new MdevError('ENOENT', `plane ${args.dmabuf_id} is not current (current: ${plane.dmabuf_id})`);
+      }
+      const b = this.buffers.export(inst.uuid, source, plane, link);
+      link.onClose(() => this.buffers.releaseHolder(link));
+      return { result: b.descriptor, fds: [b.fd] };
+    });
+    h.set('buffer-import', (args, link) => {
+      const b = this.buffers.import(str(args, 'buffer'), link);
+      if (!b) throw new MdevError('ENOENT', `no exported buffer ${args.buffer}`);
+      link.onClose(() => this.buffers.releaseHolder(link));
+      return { result: b.descriptor, fds: [b.fd] };
+    });
+    h.set('buffer-release', (args, link) => {
+      if (!this.buffers.release(str(args, 'buffer'), link)) throw new MdevError('ENOENT', `no exported buffer ${args.buffer}`);
+      return { released: true };
+    });
+    h.set('buffers', () => this.buffers.list());
+    h.set('subscribe', (args, link) => {
+      const { inst, source } = this.display(args);
+      const off = source.onPlaneChange((plane) => link.event({ event: 'plane-change', uuid: inst.uuid, plane }));
+      link.onClose(off);
+      return { subscribed: inst.uuid, plane: source.queryPlane(PlaneType.PRIMARY) };
+    });
   }
 }
