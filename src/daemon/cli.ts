@@ -2,11 +2,9 @@
 // `mediated`: the daemon and an mdevctl-shaped command line to manage it.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import * as native from '../native/index.js';
 import { type PlaneInfo, formatName } from '../display/plane.js';
-import { planeToPng } from '../display/png.js';
-import type { BufferDescriptor } from '../display/buffers.js';
 import { ControlClient, ControlError } from './control-client.js';
+import { screenshot } from './consumer.js';
 import { DEFAULT_PARENT, Daemon, loadConfig } from './daemon.js';
 import { controlSocket, defaultRunDir, defaultStateDir } from './paths.js';
 
@@ -93,28 +91,6 @@ function jsonFile(path: string): unknown {
     return JSON.parse(readFileSync(path === '-' ? 0 : path, 'utf8'));
   } catch (e) {
     fail(`cannot read ${path}: ${(e as Error).message}`, 2);
-  }
-}
-
-/** A consumer like any other: export the current buffer, map it, encode, release. */
-export async function screenshot(client: ControlClient, uuid: string): Promise<Buffer> {
-  const { result, fds } = await client.callWithFds('buffer-export', { uuid });
-  const d = result as BufferDescriptor;
-  const fd = fds[0];
-  if (fd === undefined) throw new Error('the daemon sent no buffer');
-  try {
-    const end = d.offset + d.size;
-    const length = Math.ceil(end / native.PAGE_SIZE) * native.PAGE_SIZE;
-    const ab = native.mmap(fd, Math.min(length, native.fileSize(fd)), 0, false);
-    try {
-      const plane = { ...d, drm_plane_type: 1, x_pos: 0, y_pos: 0, x_hot: 0, y_hot: 0 } as PlaneInfo;
-      return planeToPng(plane, new Uint8Array(ab));
-    } finally {
-      native.munmap(ab);
-    }
-  } finally {
-    native.close(fd);
-    await client.call('buffer-release', { buffer: d.uuid }).catch(() => {});
   }
 }
 

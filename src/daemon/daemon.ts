@@ -105,7 +105,15 @@ export class Daemon {
     mkdirSync(this.options.stateDir, { recursive: true, mode: 0o700 });
     this.control = new ControlServer(this.controlPath, this.handlers(), this.log);
     this.control.listen();
-    for (const d of this.definitions.load()) {
+    const defs = this.definitions.load();
+    for (const d of defs) {
+      try {
+        this.core.reserve(d.uuid, d.parent, d.mdev_type, d.attrs);
+      } catch (e) {
+        this.log(`definition ${d.uuid} cannot reserve its resources: ${(e as Error).message}`);
+      }
+    }
+    for (const d of defs) {
       if (d.start !== 'auto') continue;
       try {
         await this.core.start(d.uuid, d.parent, d.mdev_type, d.attrs);
@@ -209,12 +217,18 @@ export class Daemon {
       if (!parent) throw new MdevError('EINVAL', 'define needs -p PARENT');
       const uuid = uuidArg ? parseUuid(uuidArg) : newUuid();
       if (this.definitions.get(uuid)) throw new MdevError('EEXIST', `${uuid} is already defined`);
-      core.validate(parent, cfg.mdev_type, cfg.attrs);
-      this.definitions.save({ uuid, parent, ...cfg });
+      core.reserve(uuid, parent, cfg.mdev_type, cfg.attrs);
+      try {
+        this.definitions.save({ uuid, parent, ...cfg });
+      } catch (e) {
+        core.release(uuid);
+        throw e;
+      }
       return { uuid };
     });
     h.set('undefine', (args) => {
       const d = this.definitions.remove(str(args, 'uuid'));
+      core.release(d.uuid);
       return { uuid: d.uuid };
     });
     h.set('modify', (args) => {
@@ -241,7 +255,7 @@ export class Daemon {
         if (!Number.isInteger(at) || at < 0 || at >= next.attrs.length) throw new MdevError('EINVAL', `attribute index ${at} out of range`);
         next.attrs.splice(at, 1);
       }
-      core.validate(next.parent, next.mdev_type, next.attrs);
+      core.reserve(next.uuid, next.parent, next.mdev_type, next.attrs);
       this.definitions.save(next);
       return { uuid: next.uuid };
     });

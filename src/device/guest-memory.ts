@@ -22,6 +22,8 @@ export interface DmaRange {
   /** Lazily created mappings, one per WINDOW-sized window. */
   windows: (ArrayBuffer | null)[];
   pins: Set<Pin>;
+  /** Set on unmap: a transfer that awaited a DMA message may still hold this range. */
+  unmapped: boolean;
 }
 
 /** A segment of a translated IOVA range. */
@@ -109,7 +111,7 @@ export class GuestMemory {
       if (offset + size > fileSize) throw new VfioError(Errno.EINVAL, `DMA_MAP fd range ends at ${offset + size}, file has ${fileSize} bytes`);
     }
     const windows = fd === null ? [] : new Array<ArrayBuffer | null>(Math.ceil(size / WINDOW)).fill(null);
-    this.ranges.splice(i, 0, { address, size, flags, fd, offset, windows, pins: new Set() });
+    this.ranges.splice(i, 0, { address, size, flags, fd, offset, windows, pins: new Set(), unmapped: false });
   }
 
   /**
@@ -154,6 +156,7 @@ export class GuestMemory {
   }
 
   private release(r: DmaRange): void {
+    r.unmapped = true;
     // The unpin rule: every holder lets go before the range disappears.
     for (const p of [...r.pins]) {
       p.onRevoke?.();
@@ -206,6 +209,8 @@ export class GuestMemory {
 
   /** A direct view of part of an fd-backed range, split at window boundaries by the caller. */
   private view(r: DmaRange, offset: number, length: number): Uint8Array {
+    // Its fd is closed (the number may already be reused): never map it again.
+    if (r.unmapped) throw new VfioError(Errno.EFAULT, `guest range 0x${r.address.toString(16)} was unmapped during the transfer`);
     const w = Math.floor(offset / WINDOW);
     const within = offset - w * WINDOW;
     if (within + length > WINDOW) throw new Error('view crosses a window');

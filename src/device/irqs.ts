@@ -164,6 +164,7 @@ export class IrqController {
     if (index === PciIrq.INTX) this.updateIntx();
     else if (v.pending) {
       v.pending = false;
+      if (index === PciIrq.MSIX) this.msixPending(i, false); // the PBA bit clears once the message goes out
       this.fire(index, i);
     }
   }

@@ -219,7 +219,8 @@ export class ConfigSpace {
     const b = this.bars[i];
     if (!b) return 0;
     const at = Cfg.BAR0 + 4 * i;
-    const lo = this.u32(at) & (b.kind === 'io' ? 0xfffffffc : 0xfffffff0);
+    // >>> 0: `&` yields a signed int32, which made addresses ≥ 2 GiB negative.
+    const lo = (this.u32(at) & (b.kind === 'io' ? 0xfffffffc : 0xfffffff0)) >>> 0;
     const hi = b.kind === 'mem64' ? this.u32(at + 4) : 0;
     return hi * 0x1_0000_0000 + lo;
   }

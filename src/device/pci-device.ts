@@ -90,7 +90,8 @@ export abstract class PciDevice implements VfioUserBackend {
     this.irqs.onIntxStatus = (a) => this.config.setInterruptStatus(a);
     if (this.msix) {
       const msix = this.msix;
-      this.irqs.msixMasked = (v) => msix.functionMasked || msix.vectorMasked(v);
+      // No msixMasked hook: QEMU emulates the MSI-X table and function mask itself (table writes
+      // never reach us), so our power-on-masked copy would swallow every vector. Masks come by SET_IRQS.
       this.irqs.msixPending = (v, p) => msix.setPending(v, p);
     }
     this.config.listener = {

@@ -93,6 +93,12 @@ export class MdevCore {
   private readonly providers = new Map<string, MdevTypeProvider>();
   private readonly parentMap = new Map<string, Parent>();
   private readonly instanceMap = new Map<string, Instance>();
+  /**
+   * Resources held per UUID, by a running instance or by a definition (a
+   * definition reserves its share so it can always start). A UUID holds at most one charge.
+   */
+  private readonly charges = new Map<string, { parent: Parent; type: MdevTypeProvider }>();
+  private readonly reserved = new Set<string>();
   private readonly log: (m: string) => void;
 
   constructor(private readonly options: MdevCoreOptions) {
@@ -143,11 +149,12 @@ export class MdevCore {
     const uuid = parseUuid(uuidText);
     if (this.instanceMap.has(uuid)) throw new MdevError('EEXIST', `an instance with UUID ${uuid} already exists`);
     const { parent, type } = this.validate(parentName, typeId, attrs);
-    if (parent.available(type) < 1) {
-      throw new MdevError('ENOSPC', `parent ${parent.name} has no room left for ${type.id} (available_instances is 0)`);
+    const held = this.charges.get(uuid);
+    if (held && (held.parent !== parent || held.type !== type)) {
+      throw new MdevError('EEXIST', `${uuid} is reserved as ${held.type.id} on ${held.parent.name}`);
     }
     // Charge before the first await so concurrent starts cannot oversubscribe.
-    parent.charge(type, 1);
+    if (!held) this.charge(uuid, parent, type);
     const runDir = join(this.options.runDir, uuid);
     const inst = new Instance(uuid, parent, type, attrs, runDir);
     this.instanceMap.set(uuid, inst);
@@ -187,9 +194,54 @@ export class MdevCore {
       await inst.device?.stop();
     } finally {
       this.instanceMap.delete(inst.uuid);
-      inst.parent.charge(inst.type, -1);
+      if (!this.reserved.has(inst.uuid)) this.uncharge(inst.uuid);
       rmSync(inst.runDir, { recursive: true, force: true });
     }
+  }
+
+  private charge(uuid: string, parent: Parent, type: MdevTypeProvider): void {
+    if (parent.available(type) < 1) {
+      throw new MdevError('ENOSPC', `parent ${parent.name} has no room left for ${type.id} (available_instances is 0)`);
+    }
+    parent.charge(type, 1);
+    this.charges.set(uuid, { parent, type });
+  }
+
+  private uncharge(uuid: string): void {
+    const c = this.charges.get(uuid);
+    if (!c) return;
+    c.parent.charge(c.type, -1);
+    this.charges.delete(uuid);
+  }
+
+  /** A definition takes its share of the parent now, so available_instances reflects it. */
+  reserve(uuidText: string, parentName: string, typeId: string, attrs: MdevAttr[]): void {
+    const uuid = parseUuid(uuidText);
+    const { parent, type } = this.validate(parentName, typeId, attrs);
+    const held = this.charges.get(uuid);
+    if (held && this.instanceMap.has(uuid)) {
+      // Running: the instance keeps its charge; the new definition applies from its next start.
+      this.reserved.add(uuid);
+      return;
+    }
+    if (held) this.uncharge(uuid);
+    try {
+      this.charge(uuid, parent, type);
+    } catch (e) {
+      if (held) {
+        held.parent.charge(held.type, 1);
+        this.charges.set(uuid, held);
+      }
+      throw e;
+    }
+    this.reserved.add(uuid);
+  }
+
+  /** The definition is gone: its reservation is returned unless the instance still runs. */
+  release(uuidText: string): void {
+    const uuid = parseUuid(uuidText);
+    this.reserved.delete(uuid);
+    if (!this.instanceMap.has(uuid)) this.uncharge(uuid);
   }
 
   async shutdown(): Promise<void> {

@@ -125,8 +125,9 @@ function positiveInt(x: unknown, max: number, name: string): number {
  */
 export function parseVersionCapabilities(bytes: Uint8Array): VersionCapabilities {
   if (bytes.length > MAX_VERSION_JSON) throw new Error(`capability JSON of ${bytes.length} bytes is too long`);
-  let end = bytes.indexOf(0);
-  if (end < 0) end = bytes.length;
+  const end = bytes.indexOf(0);
+  // The text must end in a NUL (QEMU rejects "corrupt version reply", libvfio-user EINVAL).
+  if (end < 0 && bytes.length > 0) throw new Error('capability JSON is not NUL-terminated');
   const caps: VersionCapabilities = {
     maxMsgFds: 1,
     maxDataXferSize: 1 << 20,
@@ -137,7 +138,7 @@ export function parseVersionCapabilities(bytes: Uint8Array): VersionCapabilities
     migration: null,
     unknownKeys: [],
   };
-  if (end === 0) return caps;
+  if (end <= 0) return caps;
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, end).toString('utf8');
   let doc: unknown;
   try {

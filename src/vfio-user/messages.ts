@@ -312,12 +312,18 @@ export const DMA_QEMU = layout(
 );
 
 /** Sub-structures carried in tails. */
-export const REGION_WRITE_MULTI_ENTRY = layout([
-  ['offset', 'u64'],
-  ['region', 'u32'],
-  ['count', 'u32'],
-  ['data', 'u64'],
-]);
+/**
+ * REGION_WRITE_MULTI entry: offset, region, count, then 8 raw data bytes at 16. The data is not
+ * a field: as a u64 any pattern above 2^53 (e.g. an all-ones write) would fail to decode.
+ */
+export const REGION_WRITE_MULTI_ENTRY: Layout = {
+  ...layout([
+    ['offset', 'u64'],
+    ['region', 'u32'],
+    ['count', 'u32'],
+  ]),
+  size: 24,
+};
 export const CAP_HEADER = layout([
   ['id', 'u16'],
   ['version', 'u16'],

@@ -39,28 +39,58 @@ export class VfioUserServer {
     for (;;) {
       const fd = native.accept(this.listenFd);
       if (fd < 0) {
-        if (fd !== -native.EAGAIN && fd !== -native.EINTR) this.log(`accept failed: errno ${-fd}`);
+        if (fd === -native.EMFILE && this.poll) {
+          // Out of fds: stop accepting for a moment instead of spinning on readiness.
+          this.log('accept failed: too many open files; pausing for 100 ms');
+          native.pollUpdate(this.poll, 0);
+          setTimeout(() => this.poll && native.pollUpdate(this.poll, native.READABLE), 100).unref();
+        } else if (fd !== -native.EAGAIN && fd !== -native.EINTR) this.log(`accept failed: errno ${-fd}`);
         return;
       }
       if (this.current && !this.current.isClosed) {
-        this.log('refusing a second client: the device is already attached');
-        native.close(fd);
+        // A restarted VMM can connect before we have read the old connection's EOF:
+        // hold the newcomer briefly and refuse it only if the old client really stays.
+        if (this.pendingFd >= 0) native.close(this.pendingFd);
+        this.pendingFd = fd;
+        clearTimeout(this.pendingTimer);
+        this.pendingTimer = setTimeout(() => {
+          if (this.pendingFd < 0) return;
+          this.log('refusing a second client: the device is already attached');
+          native.close(this.pendingFd);
+          this.pendingFd = -1;
+        }, 1000).unref();
         continue;
       }
-      const s = new ServerSession(fd, this.backend, this.options);
-      this.current = s;
-      this.log('client connected');
-      this.options.onConnect?.(s);
-      void s.closed.then((reason) => {
-        this.log(reason ? `client disconnected: ${reason}` : 'client disconnected');
-        if (this.current === s) this.current = null;
-        this.options.onDisconnect?.(reason);
-      });
+      this.adopt(fd);
     }
+  }
+
+  private pendingFd = -1;
+  private pendingTimer: NodeJS.Timeout | undefined;
+
+  private adopt(fd: number): void {
+    const s = new ServerSession(fd, this.backend, this.options);
+    this.current = s;
+    this.log('client connected');
+    this.options.onConnect?.(s);
+    void s.closed.then((reason) => {
+      this.log(reason ? `client disconnected: ${reason}` : 'client disconnected');
+      if (this.current === s) this.current = null;
+      this.options.onDisconnect?.(reason);
+      if (this.pendingFd >= 0 && this.listenFd >= 0) {
+        const next = this.pendingFd;
+        this.pendingFd = -1;
+        clearTimeout(this.pendingTimer);
+        this.adopt(next);
+      }
+    });
   }
 
   /** Stops listening, drops the client and removes the socket file. */
   async close(): Promise<void> {
+    clearTimeout(this.pendingTimer);
+    if (this.pendingFd >= 0) native.close(this.pendingFd);
+    this.pendingFd = -1;
     if (this.poll) native.pollClose(this.poll);
     this.poll = null;
     if (this.listenFd >= 0) {

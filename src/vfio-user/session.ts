@@ -178,6 +178,7 @@ export class ServerSession implements PeerServices {
     }
     this.stats.requests++;
     if (h.cmd < this.stats.perCommand.length) this.stats.perCommand[h.cmd] = (this.stats.perCommand[h.cmd] ?? 0) + 1;
+    this.dispatching = true;
     try {
       const spec = messageSpec(h.cmd);
       if (!spec) throw new VfioError(Errno.ENOSYS, `unknown command ${h.cmd}`);
@@ -195,6 +196,9 @@ export class ServerSession implements PeerServices {
       this.log(`${commandName(h.cmd)} (id ${h.id}) failed: ${what}`);
       if (!(e instanceof VfioError)) this.log(String((e as Error).stack ?? e));
       if (wantsReply(h.flags)) this.sendError(h, errno);
+    } finally {
+      this.dispatching = false;
+      for (const m of this.deferred.splice(0)) this.conn.send(m, m.length);
     }
   }
 
@@ -345,6 +349,9 @@ export class ServerSession implements PeerServices {
   }
 
   private writeMultipleOn = false;
+  /** Set while a client command is handled: DMA it starts goes out after its reply (rule 13.1). */
+  private dispatching = false;
+  private deferred: Uint8Array[] = [];
 
   private onRegionInfo(h: Header, p: Uint8Array): void {
     const spec = messageSpec(Command.DEVICE_GET_REGION_INFO);
@@ -539,7 +546,8 @@ export class ServerSession implements PeerServices {
         reject(new VfioError(Errno.ETIMEDOUT, `${commandName(cmd)} at 0x${address.toString(16)} timed out`));
       }, this.options.dmaTimeoutMs ?? 5000);
       this.pending.set(id, { cmd, expect: count, resolve, reject, timer });
-      this.conn.send(msg, msg.length);
+      if (this.dispatching) this.deferred.push(msg);
+      else this.conn.send(msg, msg.length);
     });
   }
 
