@@ -5,13 +5,16 @@ import { parseArgs } from 'node:util';
 import { type PlaneInfo, formatName } from '../display/plane.js';
 import { ControlClient, ControlError } from './control-client.js';
 import { screenshot } from './consumer.js';
+import { runDemo } from './demo.js';
 import { DEFAULT_PARENT, Daemon, loadConfig } from './daemon.js';
 import { controlSocket, defaultRunDir, defaultStateDir } from './paths.js';
 
 const USAGE = `usage: mediated <command> [options]
 
 Commands (mdevctl's names and flags):
-  daemon [--run-dir D] [--state-dir D] [--config F] [--demo]   run the daemon in the foreground
+  daemon [--run-dir D] [--state-dir D] [--config F] [--http HOST:PORT|off] [--demo]
+                                                                run the daemon in the foreground
+                                                                (--demo: also start one vGPU)
   types [-p PARENT] [--dumpjson]                                types per parent, available_instances
   list [-d|--defined] [-u UUID] [-p PARENT] [--dumpjson] [-v]  running (or defined) instances
   define [-u UUID] -p PARENT (-t TYPE | --jsonfile F) [-a|--auto] [--attr NAME=VALUE]...
@@ -26,12 +29,15 @@ Commands (mdevctl's names and flags):
   qemu-args -u UUID                                             the QEMU -device argument for an instance
   plane -u UUID [--dumpjson]                                    what the guest shows now (plane query)
   screenshot -u UUID -o FILE.png                                write the guest's screen as PNG
+  demo [-u UUID]                                                boot the tiny test guest on a vGPU (starts one if needed)
+  viewer-url                                                    the browser viewer's list page
 
 Every command finds the daemon through --run-dir or MEDIATED_RUN_DIR.`;
 
 const OPTIONS = {
   'run-dir': { type: 'string' },
   'state-dir': { type: 'string' },
+  http: { type: 'string' },
   config: { type: 'string' },
   demo: { type: 'boolean' },
   uuid: { type: 'string', short: 'u' },
@@ -72,7 +78,14 @@ async function runDaemon(v: Values): Promise<void> {
   if (v.demo) {
     config.instances = [...(config.instances ?? []), { parent: config.parents[0]?.name ?? DEFAULT_PARENT, type: 'mediated-bochs-medium' }];
   }
-  const daemon = new Daemon({ runDir: defaultRunDir(v['run-dir']), stateDir: defaultStateDir(v['state-dir']), config });
+  let http: { host: string; port: number } | null | undefined;
+  if (v.http === 'off') http = null;
+  else if (v.http) {
+    const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(v.http);
+    if (!m) fail(`--http takes HOST:PORT or off, got "${v.http}"`, 2);
+    http = { host: (m[1] ?? m[2]) as string, port: Number(m[3]) };
+  }
+  const daemon = new Daemon({ runDir: defaultRunDir(v['run-dir']), stateDir: defaultStateDir(v['state-dir']), config, http });
   const shutdown = (sig: string) => {
     process.stderr.write(`mediated: ${sig}, shutting down\n`);
     void daemon.stop().then(() => process.exit(0));
@@ -80,7 +93,11 @@ async function runDaemon(v: Values): Promise<void> {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   await daemon.start();
+  if (daemon.viewer) process.stdout.write(`browser viewer: ${daemon.viewer.url()}\n`);
   for (const inst of daemon.core.instances) {
+    const facts = daemon.displayFacts(inst.uuid);
+    if (facts.vnc) process.stdout.write(`VNC for ${inst.uuid}: ${facts.vnc}\n`);
+    if (facts.viewer) process.stdout.write(`viewer for ${inst.uuid}: ${facts.viewer}\n`);
     process.stdout.write(`instance ${inst.uuid} (${inst.type.id} on ${inst.parent.name})\n`);
     process.stdout.write(`  attach with: qemu-system-x86_64 … -object memory-backend-memfd,id=mem0,size=512M,share=on -machine memory-backend=mem0 -device '${JSON.stringify({ driver: 'vfio-user-pci', id: `mdev-${inst.uuid.slice(0, 8)}`, rombar: 0, socket: { type: 'unix', path: inst.socketPath } })}'\n`);
   }
@@ -105,6 +122,18 @@ function printTypes(doc: unknown): void {
       }
     }
   }
+}
+
+/** `list --defined --dumpjson` prints exactly mdevctl's config objects (the daemon adds "active" for the text form). */
+function configsOnly(doc: unknown): unknown {
+  return (doc as Record<string, Record<string, Record<string, unknown>>[]>[]).map((byParent) =>
+    Object.fromEntries(
+      Object.entries(byParent).map(([parent, devs]) => [
+        parent,
+        devs.map((d) => Object.fromEntries(Object.entries(d).map(([uuid, c]) => [uuid, { mdev_type: c.mdev_type, start: c.start, attrs: c.attrs }]))),
+      ]),
+    ),
+  );
 }
 
 function printList(doc: unknown, verbose: boolean): void {
@@ -136,7 +165,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   if (verb === 'daemon') return runDaemon(v);
-  const known = ['types', 'list', 'start', 'stop', 'qemu-args', 'define', 'undefine', 'modify', 'plane', 'screenshot'];
+  const known = ['types', 'list', 'start', 'stop', 'qemu-args', 'define', 'undefine', 'modify', 'plane', 'screenshot', 'demo', 'viewer-url'];
   if (!known.includes(verb)) fail(`unknown command "${verb}"\n${USAGE}`, 2);
   let client: ControlClient;
   try {
@@ -154,7 +183,7 @@ export async function main(argv: string[]): Promise<void> {
       }
       case 'list': {
         const doc = await client.call('list', { uuid: v.uuid, parent: v.parent, defined: !!v.defined });
-        if (v.dumpjson) process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+        if (v.dumpjson) process.stdout.write(`${JSON.stringify(v.defined ? configsOnly(doc) : doc, null, 2)}\n`);
         else printList(doc, !!v.verbose);
         break;
       }
@@ -212,6 +241,26 @@ export async function main(argv: string[]): Promise<void> {
         else if (!p.drm_format) process.stdout.write('no plane: the guest shows nothing\n');
         else process.stdout.write(`${p.width}x${p.height} ${formatName(p.drm_format)} stride ${p.stride} offset ${p.offset} id ${p.dmabuf_id}\n`);
         break;
+      }
+      case 'viewer-url': {
+        const r = await client.call<{ url: string | null }>('viewer-url');
+        process.stdout.write(`${r.url ?? 'the browser viewer is off'}\n`);
+        break;
+      }
+      case 'demo': {
+        let uuid = v.uuid;
+        if (!uuid) {
+          const r = await client.call<{ uuid: string }>('start', { parent: v.parent ?? DEFAULT_PARENT, type: v.type ?? 'mediated-bochs-medium' });
+          uuid = r.uuid;
+          process.stdout.write(`started vGPU ${uuid}\n`);
+        }
+        const doc = (await client.call('list', { uuid })) as Record<string, Record<string, Record<string, unknown>>[]>[];
+        const facts = Object.values(Object.values(doc[0] ?? {})[0]?.[0] ?? {})[0] ?? {};
+        if (facts.vnc) process.stdout.write(`VNC: ${facts.vnc}\n`);
+        if (facts.viewer) process.stdout.write(`browser: ${facts.viewer}\n`);
+        client.close();
+        process.exitCode = await runDemo(facts.vfio_user_socket as string);
+        return;
       }
       case 'screenshot': {
         if (!v.uuid || !v.output) fail('screenshot needs -u UUID and -o FILE.png', 2);

@@ -12,6 +12,15 @@ import { type DisplaySource, PLANE_FLAG_DMABUF, PLANE_FLAG_PROBE, PLANE_FLAG_REG
 import { DefinitionStore, validateConfig } from '../mdev/definitions.js';
 import type { Instance } from '../mdev/core.js';
 import { ControlServer, type Handler } from './control-server.js';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { vgpuAttrs } from '../devices/vgpu/types.js';
+import type { BochsVgpu } from '../devices/vgpu/bochs-vgpu.js';
+import { RfbDisplay } from '../display/rfb/display.js';
+import { VncServer } from '../display/rfb/server.js';
+import type { InputEvent } from '../display/rfb/session.js';
+import { ViewerServer } from '../display/web/viewer-server.js';
 import { listJson, qemuDeviceArg, runningFacts, typesJson } from './mdevctl-json.js';
 import { controlSocket } from './paths.js';
 
@@ -57,6 +66,15 @@ export interface DaemonOptions {
   stateDir: string;
   config: DaemonConfig;
   log?: (m: string) => void;
+  /** Web viewer address; null disables it. Default 127.0.0.1:6080 (next free port if taken). */
+  http?: { host: string; port: number } | null;
+}
+
+/** Viewers of one display instance: its VNC server, browser token and input hook. */
+interface DisplayConsumers {
+  vnc: VncServer;
+  token: string;
+  input: { keys: number; pointer: number; last: InputEvent | null; listeners: Set<(e: InputEvent) => void> };
 }
 
 function str(args: Record<string, unknown>, key: string, required = true): string {
@@ -81,6 +99,9 @@ export class Daemon {
   readonly core: MdevCore;
   readonly definitions: DefinitionStore;
   readonly buffers = new BufferRegistry();
+  readonly consumers = new Map<string, DisplayConsumers>();
+  viewer: ViewerServer | null = null;
+  private readonly adminToken = randomBytes(16).toString('hex');
   private control: ControlServer | null = null;
   private readonly log: (m: string) => void;
   private stopping: Promise<void> | null = null;
@@ -90,7 +111,12 @@ export class Daemon {
     types: MdevTypeProvider[] = [...vgpuTypes, ...serialTypes],
   ) {
     this.log = options.log ?? ((m) => process.stderr.write(`${new Date().toISOString()} mediated: ${m}\n`));
-    this.core = new MdevCore({ runDir: options.runDir, log: this.log });
+    this.core = new MdevCore({
+      runDir: options.runDir,
+      log: this.log,
+      onStarted: (inst) => this.attachConsumers(inst),
+      onStopping: (inst) => this.detachConsumers(inst),
+    });
     for (const t of types) this.core.registerType(t);
     for (const p of options.config.parents) this.core.addParent(p);
     this.definitions = new DefinitionStore(options.stateDir, this.log);
@@ -105,6 +131,21 @@ export class Daemon {
     mkdirSync(this.options.stateDir, { recursive: true, mode: 0o700 });
     this.control = new ControlServer(this.controlPath, this.handlers(), this.log);
     this.control.listen();
+    const http = this.options.http === undefined ? { host: '127.0.0.1', port: 6080 } : this.options.http;
+    if (http) {
+      this.viewer = new ViewerServer({
+        host: http.host,
+        port: http.port,
+        adminToken: this.adminToken,
+        log: this.log,
+        targets: () =>
+          [...this.consumers.entries()].map(([uuid, c]) => ({ uuid, type: this.core.instance(uuid)?.type.id ?? '', token: c.token, vnc: c.vnc })),
+      });
+      await this.viewer.listen();
+      // The list page's URL carries the admin token: only the daemon's user may read it.
+      writeFileSync(join(this.options.runDir, 'viewer.url'), `${this.viewer.url()}\n`, { mode: 0o600 });
+      this.log(`browser viewer: ${this.viewer.url()}`);
+    }
     const defs = this.definitions.load();
     for (const d of defs) {
       try {
@@ -131,6 +172,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.control?.close();
       await this.core.shutdown();
+      await this.viewer?.close();
     })();
     return this.stopping;
   }
@@ -167,7 +209,7 @@ export class Daemon {
             parent: i.parent.name,
             uuid: i.uuid,
             config: { mdev_type: i.type.id, start: def?.start ?? ('manual' as const), attrs: i.attrs },
-            extra: { defined: !!def, ...runningFacts(core, i) },
+            extra: { defined: !!def, ...runningFacts(core, i), ...this.displayFacts(i.uuid) },
           };
         });
       return listJson(entries);
@@ -256,7 +298,13 @@ export class Daemon {
         next.attrs.splice(at, 1);
       }
       core.reserve(next.uuid, next.parent, next.mdev_type, next.attrs);
-      this.definitions.save(next);
+      try {
+        this.definitions.save(next);
+      } catch (e) {
+        // Not saved: the reservation goes back to what the definition still says.
+        core.reserve(d.uuid, d.parent, d.mdev_type, d.attrs);
+        throw e;
+      }
       return { uuid: next.uuid };
     });
     this.displayHandlers(h);
@@ -266,6 +314,59 @@ export class Daemon {
       return { device: qemuDeviceArg(inst), args: ['-device', qemuDeviceArg(inst)] };
     });
     return h;
+  }
+
+  /** A display instance gets its VNC server, browser token and input hook when it starts. */
+  private async attachConsumers(inst: Instance): Promise<void> {
+    const source = displayOf(inst);
+    if (!source) return;
+    const attrs = vgpuAttrs(inst.type.id, inst.attrs);
+    const input: DisplayConsumers['input'] = { keys: 0, pointer: 0, last: null, listeners: new Set() };
+    const vgpu = inst.device?.backend as unknown as BochsVgpu;
+    const display = new RfbDisplay(source, {
+      name: `mediated ${inst.type.id} ${inst.uuid.slice(0, 8)}`,
+      onInput: (e) => {
+        if (e.kind === 'key') input.keys++;
+        else input.pointer++;
+        input.last = e;
+        for (const l of input.listeners) l(e);
+      },
+      onSizeRequest: (w, h) => {
+        try {
+          vgpu.setMonitor(w, h);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+    });
+    const log = (m: string) => this.log(`[${inst.uuid.slice(0, 8)}] vnc ${m}`);
+    const vnc = new VncServer(display, { host: attrs?.vnc?.host ?? '127.0.0.1', port: attrs?.vnc?.port ?? 0, password: attrs?.vncPassword ?? null, log });
+    if (attrs?.vnc) {
+      const a = await vnc.listen();
+      log(`listening on ${a.host}:${a.port}`);
+    }
+    this.consumers.set(inst.uuid, { vnc, token: randomBytes(16).toString('hex'), input });
+  }
+
+  private async detachConsumers(inst: Instance): Promise<void> {
+    const c = this.consumers.get(inst.uuid);
+    this.consumers.delete(inst.uuid);
+    this.buffers.releaseInstance(inst.uuid);
+    if (c) await c.vnc.close();
+  }
+
+  /** What `list --dumpjson` shows about an instance's viewers. */
+  displayFacts(uuid: string): Record<string, unknown> {
+    const c = this.consumers.get(uuid);
+    if (!c) return {};
+    const a = c.vnc.address;
+    return {
+      vnc: a ? `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}` : null,
+      viewer: this.viewer ? this.viewer.url(`/vm/${uuid}`, c.token) : null,
+      viewers: c.vnc.display.sessions.size,
+      input: { keys: c.input.keys, pointer: c.input.pointer },
+    };
   }
 
   private display(args: Record<string, unknown>): { inst: Instance; source: DisplaySource } {
@@ -314,6 +415,16 @@ export class Daemon {
       return { released: true };
     });
     h.set('buffers', () => this.buffers.list());
+    h.set('subscribe-input', (args, link) => {
+      const { inst } = this.display(args);
+      const c = this.consumers.get(inst.uuid);
+      if (!c) throw new MdevError('ENODEV', `${inst.uuid} has no viewers attached`);
+      const l = (e: InputEvent) => link.event({ event: 'input', uuid: inst.uuid, input: e });
+      c.input.listeners.add(l);
+      link.onClose(() => c.input.listeners.delete(l));
+      return { subscribed: inst.uuid };
+    });
+    h.set('viewer-url', () => ({ url: this.viewer?.url() ?? null }));
     h.set('subscribe', (args, link) => {
       const { inst, source } = this.display(args);
       const off = source.onPlaneChange((plane) => link.event({ event: 'plane-change', uuid: inst.uuid, plane }));

@@ -207,10 +207,17 @@ export class GuestMemory {
     return out;
   }
 
+  /**
+   * A transfer that awaited a DMA message may find a range it translated before
+   * unmapped since: its fd is closed (the number may be reused), so fail instead.
+   */
+  private live(r: DmaRange): void {
+    if (r.unmapped) throw new VfioError(Errno.EFAULT, `guest range 0x${r.address.toString(16)} was unmapped during the transfer`);
+  }
+
   /** A direct view of part of an fd-backed range, split at window boundaries by the caller. */
   private view(r: DmaRange, offset: number, length: number): Uint8Array {
-    // Its fd is closed (the number may already be reused): never map it again.
-    if (r.unmapped) throw new VfioError(Errno.EFAULT, `guest range 0x${r.address.toString(16)} was unmapped during the transfer`);
+    this.live(r);
     const w = Math.floor(offset / WINDOW);
     const within = offset - w * WINDOW;
     if (within + length > WINDOW) throw new Error('view crosses a window');
@@ -243,6 +250,7 @@ export class GuestMemory {
       if (p.seg.range.fd !== null) out.set(this.view(p.seg.range, p.offset, p.length), at);
       else {
         if (!this.peer) throw new VfioError(Errno.ENODEV, 'no client to serve message-based DMA');
+        this.live(p.seg.range);
         out.set(await this.peer.dmaRead(p.seg.range.address + p.offset, p.length), at);
       }
       at += p.length;
@@ -256,6 +264,7 @@ export class GuestMemory {
       if (p.seg.range.fd !== null) this.view(p.seg.range, p.offset, p.length).set(part);
       else {
         if (!this.peer) throw new VfioError(Errno.ENODEV, 'no client to serve message-based DMA');
+        this.live(p.seg.range);
         await this.peer.dmaWrite(p.seg.range.address + p.offset, part);
       }
       at += p.length;

@@ -87,6 +87,9 @@ export interface MdevCoreOptions {
   runDir: string;
   log?: (message: string) => void;
   session?: SessionOptions;
+  /** Upper layers attach consumers (e.g. VNC) to a started instance and detach them before it stops. */
+  onStarted?: (inst: Instance) => Promise<void>;
+  onStopping?: (inst: Instance) => Promise<void>;
 }
 
 export class MdevCore {
@@ -99,6 +102,11 @@ export class MdevCore {
    */
   private readonly charges = new Map<string, { parent: Parent; type: MdevTypeProvider }>();
   private readonly reserved = new Set<string>();
+  /**
+   * A definition of a running UUID that names another parent or type than the instance runs
+   * as: its share is held here too and becomes the UUID's charge when the instance stops.
+   */
+  private readonly pending = new Map<string, { parent: Parent; type: MdevTypeProvider }>();
   private readonly log: (m: string) => void;
 
   constructor(private readonly options: MdevCoreOptions) {
@@ -166,6 +174,7 @@ export class MdevCore {
       await inst.device.start();
       inst.server = new VfioUserServer(inst.socketPath, inst.device.backend, { ...this.options.session, log });
       inst.server.listen();
+      await this.options.onStarted?.(inst);
       inst.state = 'running';
       log(`started ${type.id} on ${parent.name}, vfio-user socket ${inst.socketPath}`);
       return inst;
@@ -190,11 +199,18 @@ export class MdevCore {
 
   private async teardown(inst: Instance): Promise<void> {
     try {
+      await this.options.onStopping?.(inst).catch((e) => this.log(`[${inst.uuid.slice(0, 8)}] detaching consumers: ${(e as Error).message}`));
       await inst.server?.close();
       await inst.device?.stop();
     } finally {
       this.instanceMap.delete(inst.uuid);
-      if (!this.reserved.has(inst.uuid)) this.uncharge(inst.uuid);
+      const next = this.pending.get(inst.uuid);
+      if (!this.reserved.has(inst.uuid) || next) this.uncharge(inst.uuid);
+      if (next) {
+        // The definition changed while the instance ran: its own share becomes the charge.
+        this.pending.delete(inst.uuid);
+        this.charges.set(inst.uuid, next);
+      }
       rmSync(inst.runDir, { recursive: true, force: true });
     }
   }
@@ -221,6 +237,23 @@ export class MdevCore {
     const held = this.charges.get(uuid);
     if (held && this.instanceMap.has(uuid)) {
       // Running: the instance keeps its charge; the new definition applies from its next start.
+      // If that definition names another parent or type, it reserves its own share now.
+      const before = this.pending.get(uuid);
+      if (before) {
+        before.parent.charge(before.type, -1);
+        this.pending.delete(uuid);
+      }
+      if (held.parent !== parent || held.type !== type) {
+        if (parent.available(type) < 1) {
+          if (before) {
+            before.parent.charge(before.type, 1);
+            this.pending.set(uuid, before);
+          }
+          throw new MdevError('ENOSPC', `parent ${parent.name} has no room left for ${type.id} (available_instances is 0)`);
+        }
+        parent.charge(type, 1);
+        this.pending.set(uuid, { parent, type });
+      }
       this.reserved.add(uuid);
       return;
     }
@@ -241,6 +274,11 @@ export class MdevCore {
   release(uuidText: string): void {
     const uuid = parseUuid(uuidText);
     this.reserved.delete(uuid);
+    const p = this.pending.get(uuid);
+    if (p) {
+      p.parent.charge(p.type, -1);
+      this.pending.delete(uuid);
+    }
     if (!this.instanceMap.has(uuid)) this.uncharge(uuid);
   }
 

@@ -79,6 +79,8 @@ export class Uart16550 {
   /** Host bytes waiting for room in the FIFO. */
   private queue: Uint8Array[] = [];
   private queued = 0;
+  /** receive() told the host to pause; ready() is owed once the queue drains below half. */
+  private hostPaused = false;
   /** The host side is connected (drives DCD/DSR/CTS). */
   private carrier = true;
   /** Current state of the interrupt output. */
@@ -105,6 +107,7 @@ export class Uart16550 {
     this.thrPending = false;
     this.fifoHead = 0;
     this.fifoCount = 0;
+    this.refill(); // queued host bytes survive a reset: DR must show them
     this.updateMsr(false);
     this.update();
   }
@@ -135,7 +138,8 @@ export class Uart16550 {
       this.refill();
       this.update();
     }
-    return this.queued < Uart16550.HIGH_WATER;
+    if (this.queued >= Uart16550.HIGH_WATER) this.hostPaused = true;
+    return !this.hostPaused;
   }
 
   private get capacity(): number {
@@ -155,6 +159,12 @@ export class Uart16550 {
     }
     if (this.fifoCount) this.lsr |= LSR_DR;
     else this.lsr &= ~LSR_DR;
+    // Checked on every refill, not only on RBR reads: an FCR clear can also cross the mark,
+    // and a host that misses ready() stays paused forever.
+    if (this.hostPaused && this.queued < Uart16550.HIGH_WATER / 2) {
+      this.hostPaused = false;
+      this.host.ready();
+    }
   }
 
   private updateMsr(delta: boolean): void {
@@ -211,9 +221,7 @@ export class Uart16550 {
           this.fifoHead = (this.fifoHead + 1) % FIFO_SIZE;
           this.fifoCount--;
           this.bytesReceived++;
-          const before = this.queued;
           this.refill();
-          if (before >= Uart16550.HIGH_WATER / 2 && this.queued < Uart16550.HIGH_WATER / 2) this.host.ready();
         }
         break;
       case IER:

@@ -22,13 +22,37 @@ const SPECS: VgpuTypeSpec[] = [
 
 export interface VgpuAttrs {
   resolution: [number, number];
+  /** VNC: "off", "on" (loopback, first free port from 5900) or "HOST:PORT". */
+  vnc: { host: string; port: number } | null;
+  vncPassword: string | null;
+}
+
+/** Parses the display attributes (also used by the daemon when it attaches VNC). */
+export function parseVnc(v: string): { host: string; port: number } | null {
+  if (v === 'off') return null;
+  if (v === 'on') return { host: '127.0.0.1', port: 0 };
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:\s]+)):(\d{1,5})$/.exec(v) ?? /^()()(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || !(port >= 0 && port <= 65535)) throw new MdevError('EINVAL', `vnc must be "on", "off", "PORT" or "HOST:PORT", not "${v}"`);
+  return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
 function parseAttrs(attrs: MdevAttr[], spec: VgpuTypeSpec): VgpuAttrs {
   let resolution = spec.preferred;
+  let vnc: VgpuAttrs['vnc'] = { host: '127.0.0.1', port: 0 };
+  let vncPassword: string | null = null;
   for (const a of attrs) {
     for (const [k, v] of Object.entries(a)) {
-      if (k !== 'resolution') throw new MdevError('EINVAL', `unknown attribute "${k}" (vGPUs take "resolution": "WIDTHxHEIGHT")`);
+      if (k === 'vnc') {
+        vnc = parseVnc(v);
+        continue;
+      }
+      if (k === 'vnc_password') {
+        if (!v || v.length > 64) throw new MdevError('EINVAL', 'vnc_password must be 1..64 characters (VNC uses the first 8)');
+        vncPassword = v;
+        continue;
+      }
+      if (k !== 'resolution') throw new MdevError('EINVAL', `unknown attribute "${k}" (vGPUs take "resolution", "vnc" and "vnc_password")`);
       const m = /^(\d{2,5})x(\d{2,5})$/.exec(v);
       if (!m) throw new MdevError('EINVAL', `resolution must look like 1280x800, not "${v}"`);
       const w = Number(m[1]);
@@ -40,7 +64,12 @@ function parseAttrs(attrs: MdevAttr[], spec: VgpuTypeSpec): VgpuAttrs {
       resolution = [w, h];
     }
   }
-  return { resolution };
+  return { resolution, vnc, vncPassword };
+}
+
+export function vgpuAttrs(typeId: string, attrs: MdevAttr[]): VgpuAttrs | null {
+  const spec = SPECS.find((s) => `mediated-${s.sysfsName}` === typeId);
+  return spec ? parseAttrs(attrs, spec) : null;
 }
 
 /** Extra behaviour the daemon hooks into a running vGPU (display consumers). */

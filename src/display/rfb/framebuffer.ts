@@ -1,0 +1,148 @@
+// The shadow of a guest plane that RFB viewers are served from. Each refresh
+// compares the guest's plane with the shadow copy row by row (memcmp) and,
+// in rows that differ, tile by tile; changed tiles are copied into the shadow
+// and converted into the canonical 0x00RRGGBB frame the encoders read. Only
+// runs while viewers want updates, so an unwatched VM costs nothing.
+import { DrmFormat, type DisplaySource, type PlaneInfo, PlaneType, bytesPerPixel } from '../plane.js';
+import type { Frame, Rect } from './types.js';
+
+export const TILE = 64;
+
+export interface RefreshResult {
+  /** The plane geometry changed (or appeared/disappeared): everything is new. */
+  resized: boolean;
+  /** Changed tiles as rectangles, merged along rows. */
+  damage: Rect[];
+}
+
+function convertRow(format: number, src: Uint8Array, at: number, n: number, dst: Uint32Array, dstAt: number): void {
+  switch (format) {
+    case DrmFormat.XRGB8888:
+      for (let i = 0, s = at; i < n; i++, s += 4) dst[dstAt + i] = ((src[s + 2] as number) << 16) | ((src[s + 1] as number) << 8) | (src[s] as number);
+      return;
+    case DrmFormat.BGRX8888:
+      for (let i = 0, s = at; i < n; i++, s += 4) dst[dstAt + i] = ((src[s + 1] as number) << 16) | ((src[s + 2] as number) << 8) | (src[s + 3] as number);
+      return;
+    case DrmFormat.RGB888:
+      for (let i = 0, s = at; i < n; i++, s += 3) dst[dstAt + i] = ((src[s + 2] as number) << 16) | ((src[s + 1] as number) << 8) | (src[s] as number);
+      return;
+    case DrmFormat.RGB565:
+      for (let i = 0, s = at; i < n; i++, s += 2) {
+        const v = (src[s] as number) | ((src[s + 1] as number) << 8);
+        const r = (v >> 11) & 0x1f;
+        const g = (v >> 5) & 0x3f;
+        const b = v & 0x1f;
+        dst[dstAt + i] = (((r << 3) | (r >> 2)) << 16) | (((g << 2) | (g >> 4)) << 8) | ((b << 3) | (b >> 2));
+      }
+      return;
+  }
+}
+
+export class ShadowFramebuffer {
+  frame: Frame = { width: 0, height: 0, pixels: new Uint32Array(0) };
+  /** Bumped whenever the frame changes; encoders' results are cached per generation. */
+  generation = 0;
+  private plane: PlaneInfo | null = null;
+  private shadow: Buffer = Buffer.alloc(0);
+  private rowBytes = 0;
+
+  constructor(readonly source: DisplaySource) {}
+
+  get width(): number {
+    return this.frame.width;
+  }
+
+  get height(): number {
+    return this.frame.height;
+  }
+
+  /** The plane currently shadowed (null when the guest shows nothing). */
+  get current(): PlaneInfo | null {
+    return this.plane;
+  }
+
+  refresh(): RefreshResult {
+    const p = this.source.queryPlane(PlaneType.PRIMARY);
+    const fb = this.source.framebuffer.bytes;
+    const prev = this.plane;
+    const geometryChanged =
+      !prev || !p.drm_format || prev.drm_format !== p.drm_format || prev.width !== p.width || prev.height !== p.height;
+    if (!p.drm_format) {
+      // Nothing shown: viewers get a small black screen until the guest sets a mode.
+      if (prev || this.frame.width === 0) {
+        this.plane = null;
+        this.frame = { width: 640, height: 480, pixels: new Uint32Array(640 * 480) };
+        this.generation++;
+        return { resized: true, damage: [{ x: 0, y: 0, w: 640, h: 480 }] };
+      }
+      return { resized: false, damage: [] };
+    }
+    if (geometryChanged) {
+      this.plane = p;
+      this.rowBytes = p.width * bytesPerPixel(p.drm_format);
+      this.shadow = Buffer.alloc(this.rowBytes * p.height);
+      this.frame = { width: p.width, height: p.height, pixels: new Uint32Array(p.width * p.height) };
+      for (let y = 0; y < p.height; y++) {
+        const at = p.offset + y * p.stride;
+        this.shadow.set(fb.subarray(at, at + this.rowBytes), y * this.rowBytes);
+        convertRow(p.drm_format, fb, at, p.width, this.frame.pixels, y * p.width);
+      }
+      this.generation++;
+      return { resized: true, damage: [{ x: 0, y: 0, w: p.width, h: p.height }] };
+    }
+    // Same geometry; a flip (new offset or stride) is just more damage.
+    this.plane = p;
+    return { resized: false, damage: this.compare(p, fb) };
+  }
+
+  private compare(p: PlaneInfo, fb: Uint8Array): Rect[] {
+    const bpp = bytesPerPixel(p.drm_format);
+    const tilesX = Math.ceil(p.width / TILE);
+    const tileBytes = TILE * bpp;
+    const vram = Buffer.from(fb.buffer, fb.byteOffset, fb.byteLength);
+    const damage: Rect[] = [];
+    const dirtyCols = new Uint8Array(tilesX);
+    for (let ty = 0; ty * TILE < p.height; ty++) {
+      const y0 = ty * TILE;
+      const y1 = Math.min(p.height, y0 + TILE);
+      dirtyCols.fill(0);
+      let any = false;
+      for (let y = y0; y < y1; y++) {
+        const src = p.offset + y * p.stride;
+        const sh = y * this.rowBytes;
+        if (vram.compare(this.shadow, sh, sh + this.rowBytes, src, src + this.rowBytes) === 0) continue;
+        for (let tx = 0; tx < tilesX; tx++) {
+          const a = tx * tileBytes;
+          const b = Math.min(this.rowBytes, a + tileBytes);
+          if (vram.compare(this.shadow, sh + a, sh + b, src + a, src + b) !== 0) {
+            dirtyCols[tx] = 1;
+            any = true;
+          }
+        }
+      }
+      if (!any) continue;
+      // Copy and convert dirty tiles of this tile row, and merge adjacent ones into rects.
+      let tx = 0;
+      while (tx < tilesX) {
+        if (!dirtyCols[tx]) {
+          tx++;
+          continue;
+        }
+        let end = tx;
+        while (end + 1 < tilesX && dirtyCols[end + 1]) end++;
+        const x0 = tx * TILE;
+        const x1 = Math.min(p.width, (end + 1) * TILE);
+        for (let y = y0; y < y1; y++) {
+          const src = p.offset + y * p.stride + x0 * bpp;
+          const n = x1 - x0;
+          this.shadow.set(fb.subarray(src, src + n * bpp), y * this.rowBytes + x0 * bpp);
+          convertRow(p.drm_format, fb, src, n, this.frame.pixels, y * p.width + x0);
+        }
+        damage.push({ x: x0, y: y0, w: x1 - x0, h: y1 - y0 });
+        tx = end + 1;
+      }
+    }
+    if (damage.length) this.generation++;
+    return damage;
+  }
+}

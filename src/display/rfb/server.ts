@@ -1,0 +1,66 @@
+// A VNC (RFB over TCP) listener for one display. Viewers connected over a
+// WebSocket join the same display through addWebSocket().
+import { type Server, createServer } from 'node:net';
+import type { WebSocket } from 'ws';
+import type { RfbDisplay } from './display.js';
+import { RfbSession } from './session.js';
+import { tcpTransport, wsTransport } from './transports.js';
+
+export interface VncServerOptions {
+  host: string;
+  /** 0 picks the first free port from 5900 upwards. */
+  port: number;
+  password: string | null;
+  log?: (m: string) => void;
+}
+
+export class VncServer {
+  private server: Server | null = null;
+  address: { host: string; port: number } | null = null;
+
+  constructor(
+    readonly display: RfbDisplay,
+    private readonly options: VncServerOptions,
+  ) {}
+
+  async listen(): Promise<{ host: string; port: number }> {
+    const { host } = this.options;
+    const candidates = this.options.port ? [this.options.port] : Array.from({ length: 100 }, (_, i) => 5900 + i);
+    for (const port of candidates) {
+      const server = createServer({ noDelay: true }, (sock) => {
+        const s = new RfbSession(tcpTransport(sock), this.display, { password: this.options.password, viewOnly: false, log: this.options.log });
+        this.display.attach(s);
+      });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(port, host, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' && candidates.length > 1) continue;
+        throw e;
+      }
+      this.server = server;
+      this.address = { host, port };
+      return this.address;
+    }
+    throw new Error('no free VNC port between 5900 and 5999');
+  }
+
+  /** A browser viewer: the same RFB session over a WebSocket. */
+  addWebSocket(ws: WebSocket, remote: string, viewOnly: boolean): RfbSession {
+    const s = new RfbSession(wsTransport(ws, remote), this.display, { password: this.options.password, viewOnly, log: this.options.log });
+    this.display.attach(s);
+    return s;
+  }
+
+  async close(): Promise<void> {
+    this.display.close();
+    const s = this.server;
+    this.server = null;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+}
