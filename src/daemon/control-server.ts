@@ -24,18 +24,25 @@ export interface HandlerResult {
 }
 
 export class ControlClientLink {
-  private readonly cleanups: (() => void)[] = [];
+  // Keyed, so a handler called a million times on one connection registers its cleanup once.
+  private readonly cleanups = new Map<unknown, () => void>();
   constructor(readonly conn: Connection) {}
   /** Sends an event (subscriptions). */
   event(body: unknown): void {
     const m = encodeControl(0, KIND_EVENT, body);
     this.conn.send(m, m.length);
   }
-  onClose(fn: () => void): void {
-    this.cleanups.push(fn);
+  /** Runs `fn` when the connection closes; a second registration under the same key replaces it. */
+  onClose(fn: () => void, key: unknown = fn): void {
+    this.cleanups.set(key, fn);
+  }
+  /** Drops a cleanup that is no longer needed (e.g. an ended subscription). */
+  offClose(key: unknown): void {
+    this.cleanups.delete(key);
   }
   closed(): void {
-    for (const f of this.cleanups) f();
+    for (const f of this.cleanups.values()) f();
+    this.cleanups.clear();
   }
 }
 

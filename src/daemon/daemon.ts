@@ -129,8 +129,29 @@ export class Daemon {
   async start(): Promise<void> {
     mkdirSync(this.options.runDir, { recursive: true, mode: 0o700 });
     mkdirSync(this.options.stateDir, { recursive: true, mode: 0o700 });
-    this.control = new ControlServer(this.controlPath, this.handlers(), this.log);
+    // The socket is claimed first (a live daemon on it makes us fail before touching anything),
+    // but requests wait until definitions are loaded and auto-starts are done.
+    let ready = () => {};
+    const started = new Promise<void>((resolve) => {
+      ready = resolve;
+    });
+    const gated = new Map<string, Handler>();
+    for (const [op, fn] of this.handlers()) {
+      gated.set(op, async (args, link) => {
+        await started;
+        return fn(args, link);
+      });
+    }
+    this.control = new ControlServer(this.controlPath, gated, this.log);
     this.control.listen();
+    try {
+      await this.startUp();
+    } finally {
+      ready();
+    }
+  }
+
+  private async startUp(): Promise<void> {
     const http = this.options.http === undefined ? { host: '127.0.0.1', port: 6080 } : this.options.http;
     if (http) {
       this.viewer = new ViewerServer({
@@ -401,13 +422,13 @@ export class Daemon {
         throw new MdevError('ENOENT', `plane ${args.dmabuf_id} is not current (current: ${plane.dmabuf_id})`);
       }
       const b = this.buffers.export(inst.uuid, source, plane, link);
-      link.onClose(() => this.buffers.releaseHolder(link));
+      link.onClose(() => this.buffers.releaseHolder(link), 'buffers');
       return { result: b.descriptor, fds: [b.fd] };
     });
     h.set('buffer-import', (args, link) => {
       const b = this.buffers.import(str(args, 'buffer'), link);
       if (!b) throw new MdevError('ENOENT', `no exported buffer ${args.buffer}`);
-      link.onClose(() => this.buffers.releaseHolder(link));
+      link.onClose(() => this.buffers.releaseHolder(link), 'buffers');
       return { result: b.descriptor, fds: [b.fd] };
     });
     h.set('buffer-release', (args, link) => {

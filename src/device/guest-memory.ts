@@ -159,11 +159,13 @@ export class GuestMemory {
     r.unmapped = true;
     // The unpin rule: every holder lets go before the range disappears.
     for (const p of [...r.pins]) {
+      if (p.released) continue; // already revoked through another range it spans
+      // Uncharge before onRevoke: a release() from inside it is then a no-op (r is no
+      // longer in this.ranges, so unpin() would not find it and never uncharge).
+      p.released = true;
+      this.pinnedBytes -= p.length;
+      for (const o of this.ranges) o.pins.delete(p);
       p.onRevoke?.();
-      if (!p.released) {
-        p.released = true;
-        this.pinnedBytes -= p.length;
-      }
     }
     r.pins.clear();
     for (const w of r.windows) if (w) native.munmap(w);

@@ -107,13 +107,7 @@ export function pixelFormatKey(pf: PixelFormat): string {
 /** True when converting a canonical pixel for `pf` is the identity (XRGB8888 values). */
 export function isIdentityFormat(pf: PixelFormat): boolean {
   return (
-    pf.bitsPerPixel === 32 &&
-    pf.redMax === 255 &&
-    pf.greenMax === 255 &&
-    pf.blueMax === 255 &&
-    pf.redShift === 16 &&
-    pf.greenShift === 8 &&
-    pf.blueShift === 0
+    pf.bitsPerPixel === 32 && pf.redMax === 255 && pf.greenMax === 255 && pf.blueMax === 255 && pf.redShift === 16 && pf.greenShift === 8 && pf.blueShift === 0
   );
 }
 
@@ -124,7 +118,7 @@ function all8Bit(pf: PixelFormat): boolean {
 // ---------------------------------------------------------------------------
 // Byte layouts of a client pixel value.
 
-const enum Layout {
+enum Layout {
   B1,
   LE2,
   BE2,
@@ -303,22 +297,70 @@ function manyWriterFor(l: Layout, one: WriteFn, pf: PixelFormat): WriteManyFn {
     case Layout.LE4:
     case Layout.BE4: {
       const swap = (l === Layout.BE4) === HOST_LE;
+      if (!swap) {
+        // The values' in-memory bytes are the client's bytes: copy them, whatever the alignment.
+        let lastSrc: Uint32Array | null = null;
+        let bytes: Uint8Array = new Uint8Array(0);
+        return (d, at, s, from, n) => {
+          if (s !== lastSrc || bytes.byteLength !== s.byteLength) {
+            lastSrc = s;
+            bytes = new Uint8Array(s.buffer, s.byteOffset, s.byteLength);
+          }
+          const b = from * 4;
+          const len = n * 4;
+          if (len >= 256) d.set(bytes.subarray(b, b + len), at);
+          else for (let i = 0; i < len; i++) d[at + i] = bytes[b + i]!;
+          return at + len;
+        };
+      }
+      if (l === Layout.LE4)
+        return (d, at, s, from, n) => {
+          let o = at;
+          for (let i = 0; i < n; i++) {
+            const v = s[from + i]!;
+            d[o] = v;
+            d[o + 1] = v >>> 8;
+            d[o + 2] = v >>> 16;
+            d[o + 3] = v >>> 24;
+            o += 4;
+          }
+          return o;
+        };
       return (d, at, s, from, n) => {
-        if (((d.byteOffset + at) & 3) === 0) {
-          const out = new Uint32Array(d.buffer, d.byteOffset + at, n);
-          if (!swap) out.set(s.subarray(from, from + n));
-          else
-            for (let i = 0; i < n; i++) {
-              const v = s[from + i]!;
-              out[i] = ((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >>> 8) & 0xff00) | (v >>> 24);
-            }
-          return at + 4 * n;
-        }
         let o = at;
-        for (let i = 0; i < n; i++) o = one(d, o, s[from + i]!);
+        for (let i = 0; i < n; i++) {
+          const v = s[from + i]!;
+          d[o] = v >>> 24;
+          d[o + 1] = v >>> 16;
+          d[o + 2] = v >>> 8;
+          d[o + 3] = v;
+          o += 4;
+        }
         return o;
       };
     }
+    case Layout.LE2:
+      return (d, at, s, from, n) => {
+        let o = at;
+        for (let i = 0; i < n; i++) {
+          const v = s[from + i]!;
+          d[o] = v;
+          d[o + 1] = v >>> 8;
+          o += 2;
+        }
+        return o;
+      };
+    case Layout.BE2:
+      return (d, at, s, from, n) => {
+        let o = at;
+        for (let i = 0; i < n; i++) {
+          const v = s[from + i]!;
+          d[o] = v >>> 8;
+          d[o + 1] = v;
+          o += 2;
+        }
+        return o;
+      };
     case Layout.LE3Low:
       return (d, at, s, from, n) => {
         let o = at;

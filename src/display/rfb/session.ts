@@ -74,6 +74,8 @@ export class RfbSession {
   // Damage as a tile bitmap, so it stays bounded however long the viewer lags.
   private tilesX = 0;
   private tilesY = 0;
+  private mapW = 0;
+  private mapH = 0;
   private dirty = new Uint8Array(0);
   private requested = false;
   private continuous = false;
@@ -359,8 +361,11 @@ export class RfbSession {
   // ------------------------------------------------------------------ damage
 
   private resetDamage(all: boolean): void {
-    this.tilesX = Math.ceil(this.display.width / TILE);
-    this.tilesY = Math.ceil(this.display.height / TILE);
+    // The map remembers the size it was made for, so rects never mix two geometries.
+    this.mapW = this.display.width;
+    this.mapH = this.display.height;
+    this.tilesX = Math.ceil(this.mapW / TILE);
+    this.tilesY = Math.ceil(this.mapH / TILE);
     this.dirty = new Uint8Array(this.tilesX * this.tilesY);
     if (all) this.dirty.fill(1);
   }
@@ -385,8 +390,8 @@ export class RfbSession {
 
   /** Dirty tiles as rects (horizontal runs merged with identical runs below), then cleared. */
   private takeDirty(): Rect[] {
-    const W = this.display.width;
-    const H = this.display.height;
+    const W = this.mapW;
+    const H = this.mapH;
     const rects: Rect[] = [];
     const open = new Map<string, Rect>();
     for (let ty = 0; ty < this.tilesY; ty++) {
@@ -415,11 +420,26 @@ export class RfbSession {
       for (const k of [...open.keys()]) if (!seen.has(k)) open.delete(k);
     }
     this.dirty.fill(0);
+    // The rect holding the bottom-right corner goes last: some clients (gvnccapture) treat
+    // its arrival as "the picture is complete".
+    rects.sort((a, b) => a.y + a.h - (b.y + b.h) || a.x + a.w - (b.x + b.w));
     return rects;
   }
 
-  private hasDirty(): boolean {
-    return this.dirty.includes(1);
+  /** Whether any dirty tile intersects `area` (anywhere when omitted). */
+  private hasDirty(area?: Rect): boolean {
+    if (!area) return this.dirty.includes(1);
+    const x0 = Math.max(0, Math.floor(area.x / TILE));
+    const y0 = Math.max(0, Math.floor(area.y / TILE));
+    const x1 = Math.min(this.tilesX, Math.ceil((area.x + area.w) / TILE));
+    const y1 = Math.min(this.tilesY, Math.ceil((area.y + area.h) / TILE));
+    for (let ty = y0; ty < y1; ty++) for (let tx = x0; tx < x1; tx++) if (this.dirty[ty * this.tilesX + tx]) return true;
+    return false;
+  }
+
+  /** Dirty tiles this viewer can be sent now: all for a request, its area in continuous mode. */
+  private hasSendable(): boolean {
+    return this.requested || this.cuArea.w === 0 ? this.hasDirty() : this.hasDirty(this.cuArea);
   }
 
   // ------------------------------------------------------------------ output
@@ -441,7 +461,7 @@ export class RfbSession {
     if (this.resizePending || this.edsReply) {
       if (this.sendSizeUpdate()) return;
     }
-    if (!wants || !this.hasDirty()) return;
+    if (!wants || !this.hasSendable()) return;
     void this.sendPixels();
   }
 
@@ -482,6 +502,8 @@ export class RfbSession {
     this.transport.write(out);
     this.bytesSent += out.length;
     this.sendingSize = { w, h };
+    // A continuous-updates area was relative to the old size; the client re-sends it, until then cover all.
+    if (this.continuous) this.cuArea = { x: 0, y: 0, w, h };
     this.resizePending = false;
     this.edsReply = null;
     // The size change answered the request; pixels follow with the next one (or at once when continuous).
@@ -491,11 +513,28 @@ export class RfbSession {
   }
 
   private async sendPixels(): Promise<void> {
+    // Pixels are only ever encoded from a frame of the size this viewer was last told.
+    if (this.display.width !== this.sendingSize.w || this.display.height !== this.sendingSize.h || this.mapW !== this.sendingSize.w || this.mapH !== this.sendingSize.h) {
+      this.resizePending = this.display.width !== this.sendingSize.w || this.display.height !== this.sendingSize.h;
+      this.resetDamage(true);
+      if (this.resizePending) this.pump();
+      return;
+    }
     this.sending = true;
     try {
       const gen = this.display.generation;
       let rects = this.takeDirty();
-      if (this.continuous && !this.requested && this.cuArea.w > 0) rects = rects.map((r) => clip(r, this.cuArea)).filter((r): r is Rect => r !== null);
+      if (this.continuous && !this.requested && this.cuArea.w > 0) {
+        // Continuous mode covers the client's area; damage outside it stays pending for later.
+        const inside: Rect[] = [];
+        for (const r of rects) {
+          const c = clip(r, this.cuArea);
+          if (c) inside.push(c);
+          if (!c) this.markDirty(r);
+          else if (c.w !== r.w || c.h !== r.h) for (const o of outside(r, c)) this.markDirty(o);
+        }
+        rects = inside;
+      }
       const encoded: EncodedRect[] = [];
       for (const r of rects) for (const e of this.display.encode(r, this.pf, this.encoding, this.level)) encoded.push(e);
       const parts: Uint8Array[] = [];
@@ -526,8 +565,18 @@ export class RfbSession {
       this.sending = false;
     }
     // Damage that arrived while we encoded goes out at once (continuous mode) or with the next request.
-    if (this.continuous && this.hasDirty()) this.pump();
+    if (this.continuous && this.hasSendable()) this.pump();
   }
+}
+
+/** The parts of `r` outside its sub-rect `c` (up to four rects). */
+function outside(r: Rect, c: Rect): Rect[] {
+  const out: Rect[] = [];
+  if (c.y > r.y) out.push({ x: r.x, y: r.y, w: r.w, h: c.y - r.y });
+  if (c.y + c.h < r.y + r.h) out.push({ x: r.x, y: c.y + c.h, w: r.w, h: r.y + r.h - c.y - c.h });
+  if (c.x > r.x) out.push({ x: r.x, y: c.y, w: c.x - r.x, h: c.h });
+  if (c.x + c.w < r.x + r.w) out.push({ x: c.x + c.w, y: c.y, w: r.x + r.w - c.x - c.w, h: c.h });
+  return out;
 }
 
 function clip(r: Rect, a: Rect): Rect | null {

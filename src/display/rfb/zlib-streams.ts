@@ -40,7 +40,8 @@ class Stream {
   constructor(level: number) {
     this.level = level;
     // flush: every write ends with a sync flush, so one write is one complete piece.
-    this.deflate = zlib.createDeflate({ level, flush: zlib.constants.Z_SYNC_FLUSH });
+    // 64 KiB output chunks: fewer thread-pool round trips for full-frame pieces.
+    this.deflate = zlib.createDeflate({ level, flush: zlib.constants.Z_SYNC_FLUSH, chunkSize: 64 * 1024 });
     this.deflate.on('data', (c: Buffer) => {
       this.chunks.push(c);
       this.size += c.length;
@@ -75,6 +76,8 @@ export class ZlibStreams {
   #level: number;
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
+  /** Rejects the operation in progress (there is at most one: they are serialised). */
+  #abort: ((e: Error) => void) | null = null;
 
   constructor(compressLevel = 2) {
     this.#level = clampLevel(compressLevel);
@@ -111,15 +114,13 @@ export class ZlibStreams {
     } else if (s.level !== this.#level) {
       const st = s;
       const level = this.#level;
-      await new Promise<void>((resolve) => st.deflate.params(level, zlib.constants.Z_DEFAULT_STRATEGY, resolve));
+      await this.#pending<void>((resolve) => st.deflate.params(level, zlib.constants.Z_DEFAULT_STRATEGY, resolve));
       if (st.error) throw st.error;
       st.level = level;
     }
     if (data.length === 0) return s.take(); // anything params() emitted, else empty
     const st = s;
-    await new Promise<void>((resolve, reject) => {
-      st.deflate.write(data, (err) => (err ? reject(err) : resolve()));
-    });
+    await this.#pending<void>((resolve, reject) => st.deflate.write(data, (err) => (err ? reject(err) : resolve())));
     // 'data' events are emitted before the write completes; make sure, as zlib's
     // output for a sync-flushed write always ends with 00 00 ff ff.
     for (let i = 0; i < 8 && !endsWithSyncMarker(st); i++) await new Promise((r) => setImmediate(r));
@@ -128,9 +129,28 @@ export class ZlibStreams {
     return st.take();
   }
 
-  /** Destroys every stream; later compress calls fail. */
+  #pending<T>(start: (resolve: (v: T) => void, reject: (e: Error) => void) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#abort = reject;
+      start(
+        (v) => {
+          this.#abort = null;
+          resolve(v);
+        },
+        (e) => {
+          this.#abort = null;
+          reject(e);
+        },
+      );
+    });
+  }
+
+  /** Destroys every stream; the piece in progress and later compress calls fail. */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
+    this.#abort?.(new Error('zlib streams closed'));
+    this.#abort = null;
     for (const s of this.#streams) s?.deflate.destroy();
     this.#streams.length = 0;
   }
@@ -145,7 +165,8 @@ function u32(n: number): Uint8Array {
  * raw pieces as they are; zlib pieces compressed in this client's stream with a sync flush and
  * framed ('u32': U32 length; 'compact': Tight compact length, or the bytes themselves uncompressed
  * when fewer than 12). All compressions are queued at call time, so calling finishRect for
- * successive rectangles without awaiting still keeps every stream in order. `compressLevel`, when
+ * successive rectangles without awaiting still keeps every stream in order. A rejection means the
+ * client's streams can no longer be trusted: close the connection. `compressLevel`, when
  * given, is the client's current level (same as calling streams.setCompressLevel first).
  */
 export async function finishRect(er: EncodedRect, streams: ZlibStreams, compressLevel?: number): Promise<Uint8Array[]> {

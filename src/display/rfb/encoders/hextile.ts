@@ -40,21 +40,27 @@ export const encodeHextile: Encoder = (frame, rect, pf): EncodedRect[] => {
       const tw = Math.min(16, W - tx);
       const base = ty * W + tx;
 
-      // Colour census: up to four colours counted exactly, the rest lumped together.
+      // Colour census: up to four colours counted exactly, the rest lumped together;
+      // also how often a pixel differs from its left and upper neighbours.
       let last = vals[base]!;
       let lastSlot = 0;
       let nc = 1;
       let overflow = false;
+      let hChanges = 0;
+      let vChanges = 0;
       tileColours[0] = last;
       tileCounts[0] = 0;
       for (let r = 0; r < th; r++) {
         const row = base + r * W;
+        const above = r > 0 ? row - W : row;
         for (let c = 0; c < tw; c++) {
           const v = vals[row + c]!;
+          if (v !== vals[above + c]) vChanges++;
           if (v === last) {
             tileCounts[lastSlot]!++;
             continue;
           }
+          hChanges++;
           last = v;
           let j = 0;
           while (j < nc && tileColours[j] !== v) j++;
@@ -95,7 +101,10 @@ export const encodeHextile: Encoder = (frame, rect, pf): EncodedRect[] => {
       const rawSize = 1 + tw * th * bpp;
       const header = 2 + (bgSpecified ? bpp : 0) + (fgSpecified ? bpp : 0);
       const per = twoColour ? 2 : bpp + 2;
-      const maxSubrects = Math.min(255, Math.floor((rawSize - 1 - header) / per));
+      // Photo-like tiles (many colours, changing both along rows and down columns) would
+      // need more subrects than raw can afford: skip the search.
+      const busy = overflow && 2 * hChanges > tw * th && 2 * vChanges > tw * th;
+      const maxSubrects = busy ? 0 : Math.min(255, Math.floor((rawSize - 1 - header) / per));
 
       // Subrectangles of non-background pixels, greedy in scan order; each grows
       // right-then-down or down-then-right, whichever covers more.
@@ -136,7 +145,7 @@ export const encodeHextile: Encoder = (frame, rect, pf): EncodedRect[] => {
           subrects[sp++] = (x << 4) | y;
           subrects[sp++] = ((x2 - x - 1) << 4) | (y2 - y - 1);
           n++;
-          for (let k = y; k < y2; k++) covered.fill(1, k * tw + x, k * tw + x2);
+          for (let k = y; k < y2; k++) for (let j = k * tw + x, e = k * tw + x2; j < e; j++) covered[j] = 1;
         }
       }
 

@@ -14,7 +14,7 @@
 // Data shorter than 12 bytes goes out uncompressed: that rule, the compact
 // length and the zlib step belong to the session (zlib-streams.ts finishRect).
 import { makeTPixelPacker, type PixelPacker } from '../pixel-format.js';
-import type { EncodedRect, Encoder, EncodeOptions, Frame, PixelFormat, Piece, Rect } from '../types.js';
+import type { EncodedRect, EncodeOptions, Encoder, Frame, Piece, PixelFormat, Rect } from '../types.js';
 import { isEmpty, rectValues } from './common.js';
 
 export const TIGHT = 7;
@@ -34,7 +34,7 @@ const FILTER_PALETTE = 1;
 const TILE = 64;
 const MAX_PALETTE = 16;
 
-const enum Kind {
+enum Kind {
   Solid,
   Palette,
   Full,

@@ -22,7 +22,7 @@ const runValue = new Uint32Array(TILE * TILE);
 const runIndex = new Uint8Array(TILE * TILE);
 const runLength = new Uint16Array(TILE * TILE);
 
-const enum Sub {
+enum Sub {
   Raw = 0,
   Solid = 1,
   Packed = 2,
