@@ -362,7 +362,7 @@ export class Daemon {
       },
     });
     const log = (m: string) => this.log(`[${inst.uuid.slice(0, 8)}] vnc ${m}`);
-    const vnc = new VncServer(display, { host: attrs?.vnc?.host ?? '127.0.0.1', port: attrs?.vnc?.port ?? 0, password: attrs?.vncPassword ?? null, log });
+    const vnc = new VncServer(display, { host: attrs?.vnc?.host ?? '127.0.0.1', port: attrs?.vnc?.port ?? 0, password: attrs?.vncPassword ?? null, viewPassword: attrs?.vncViewPassword ?? null, log });
     if (attrs?.vnc) {
       const a = await vnc.listen();
       log(`listening on ${a.host}:${a.port}`);

@@ -25,6 +25,8 @@ export interface VgpuAttrs {
   /** VNC: "off", "on" (loopback, first free port from 5900) or "HOST:PORT". */
   vnc: { host: string; port: number } | null;
   vncPassword: string | null;
+  /** Viewers who authenticate with this one get a view-only session. */
+  vncViewPassword: string | null;
 }
 
 /** Parses the display attributes (also used by the daemon when it attaches VNC). */
@@ -41,10 +43,16 @@ function parseAttrs(attrs: MdevAttr[], spec: VgpuTypeSpec): VgpuAttrs {
   let resolution = spec.preferred;
   let vnc: VgpuAttrs['vnc'] = { host: '127.0.0.1', port: 0 };
   let vncPassword: string | null = null;
+  let vncViewPassword: string | null = null;
   for (const a of attrs) {
     for (const [k, v] of Object.entries(a)) {
       if (k === 'vnc') {
         vnc = parseVnc(v);
+        continue;
+      }
+      if (k === 'vnc_view_password') {
+        if (!v || v.length > 64) throw new MdevError('EINVAL', 'vnc_view_password must be 1..64 characters');
+        vncViewPassword = v;
         continue;
       }
       if (k === 'vnc_password') {
@@ -52,7 +60,7 @@ function parseAttrs(attrs: MdevAttr[], spec: VgpuTypeSpec): VgpuAttrs {
         vncPassword = v;
         continue;
       }
-      if (k !== 'resolution') throw new MdevError('EINVAL', `unknown attribute "${k}" (vGPUs take "resolution", "vnc" and "vnc_password")`);
+      if (k !== 'resolution') throw new MdevError('EINVAL', `unknown attribute "${k}" (vGPUs take "resolution", "vnc", "vnc_password" and "vnc_view_password")`);
       const m = /^(\d{2,5})x(\d{2,5})$/.exec(v);
       if (!m) throw new MdevError('EINVAL', `resolution must look like 1280x800, not "${v}"`);
       const w = Number(m[1]);
@@ -64,7 +72,8 @@ function parseAttrs(attrs: MdevAttr[], spec: VgpuTypeSpec): VgpuAttrs {
       resolution = [w, h];
     }
   }
-  return { resolution, vnc, vncPassword };
+  if (vncViewPassword && !vncPassword) throw new MdevError('EINVAL', 'vnc_view_password needs vnc_password as well');
+  return { resolution, vnc, vncPassword, vncViewPassword };
 }
 
 export function vgpuAttrs(typeId: string, attrs: MdevAttr[]): VgpuAttrs | null {

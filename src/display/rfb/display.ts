@@ -98,7 +98,10 @@ export class RfbDisplay implements RfbDisplayLink {
     this.refreshes++;
     this.refreshMs += performance.now() - t0;
     if (r.resized) for (const s of this.sessions) s.resized();
-    else if (r.damage.length) for (const s of this.sessions) for (const d of r.damage) s.markDirty(d);
+    else {
+      if (r.copy) for (const s of this.sessions) s.scrolled(r.copy);
+      if (r.damage.length) for (const s of this.sessions) for (const d of r.damage) s.markDirty(d);
+    }
     for (const s of this.sessions) s.pump();
   }
 

@@ -8,12 +8,27 @@ import type { Frame, Rect } from './types.js';
 
 export const TILE = 64;
 
+/** A vertical scroll found in the new frame: rows [srcY, srcY+h) of the old frame now sit at dstY. */
+export interface ScrollCopy {
+  srcY: number;
+  dstY: number;
+  h: number;
+  width: number;
+}
+
 export interface RefreshResult {
   /** The plane geometry changed (or appeared/disappeared): everything is new. */
   resized: boolean;
+  /** A scroll applied to the shadow before `damage` was computed (CopyRect for viewers in sync). */
+  copy?: ScrollCopy;
   /** Changed tiles as rectangles, merged along rows. */
   damage: Rect[];
 }
+
+/** Scroll detection runs only when at least this share of rows changed. */
+const SCROLL_MIN_ROWS = 0.25;
+/** ... and reports a scroll only if the moved band is at least this tall. */
+const SCROLL_MIN_BAND = 64;
 
 function convertRow(format: number, src: Uint8Array, at: number, n: number, dst: Uint32Array, dstAt: number): void {
   switch (format) {
@@ -92,7 +107,58 @@ export class ShadowFramebuffer {
     }
     // Same geometry; a flip (new offset or stride) is just more damage.
     this.plane = p;
-    return { resized: false, damage: this.compare(p, fb) };
+    const copy = this.detectScroll(p, fb);
+    return copy ? { resized: false, copy, damage: this.compare(p, fb) } : { resized: false, damage: this.compare(p, fb) };
+  }
+
+  /**
+   * Looks for a vertical scroll (terminals, log viewers): if most rows changed and a tall band of
+   * the new frame equals the old shadow shifted by dy, the shadow is shifted first so only the
+   * rows that are really new remain as damage, and viewers can be sent a CopyRect.
+   */
+  private detectScroll(p: PlaneInfo, fb: Uint8Array): ScrollCopy | undefined {
+    const H = p.height;
+    const rb = this.rowBytes;
+    const vram = Buffer.from(fb.buffer, fb.byteOffset, fb.byteLength);
+    const rowNew = (y: number) => p.offset + y * p.stride;
+    const same = (yNew: number, yOld: number) => vram.compare(this.shadow, yOld * rb, yOld * rb + rb, rowNew(yNew), rowNew(yNew) + rb) === 0;
+    // Cheap test first: sample rows; most must have changed.
+    let changed = 0;
+    const step = Math.max(1, Math.floor(H / 32));
+    for (let y = 0; y < H; y += step) if (!same(y, y)) changed++;
+    if (changed < Math.ceil(H / step) * SCROLL_MIN_ROWS) return undefined;
+    // Anchor: a changed row in the middle that is not blank-like (compare with its neighbour row).
+    let anchor = -1;
+    for (let k = 0; k < H / 2 && anchor < 0; k += 7) {
+      for (const y of [Math.floor(H / 2) + k, Math.floor(H / 2) - k]) {
+        if (y > 0 && y < H - 1 && !same(y, y) && vram.compare(vram, rowNew(y - 1), rowNew(y - 1) + rb, rowNew(y), rowNew(y) + rb) !== 0) {
+          anchor = y;
+          break;
+        }
+      }
+    }
+    if (anchor < 0) return undefined;
+    // Candidate shifts: old rows equal to the anchor's new content.
+    let best: { dy: number; start: number; len: number } | null = null;
+    let tried = 0;
+    for (let yOld = 0; yOld < H && tried < 8; yOld++) {
+      if (yOld === anchor || !same(anchor, yOld)) continue;
+      tried++;
+      const dy = yOld - anchor;
+      let start = anchor;
+      while (start - 1 >= 0 && start - 1 + dy >= 0 && start - 1 + dy < H && same(start - 1, start - 1 + dy)) start--;
+      let end = anchor + 1;
+      while (end < H && end + dy < H && end + dy >= 0 && same(end, end + dy)) end++;
+      if (!best || end - start > best.len) best = { dy, start, len: end - start };
+    }
+    if (!best || best.len < SCROLL_MIN_BAND) return undefined;
+    const { dy, start, len } = best;
+    // Shift the shadow and the canonical frame as the viewers will (memmove semantics).
+    this.shadow.copy(this.shadow, start * rb, (start + dy) * rb, (start + dy + len) * rb);
+    const W = p.width;
+    this.frame.pixels.copyWithin(start * W, (start + dy) * W, (start + dy + len) * W);
+    this.generation++;
+    return { srcY: start + dy, dstY: start, h: len, width: W };
   }
 
   private compare(p: PlaneInfo, fb: Uint8Array): Rect[] {

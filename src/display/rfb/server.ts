@@ -11,7 +11,11 @@ export interface VncServerOptions {
   /** 0 picks the first free port from 5900 upwards. */
   port: number;
   password: string | null;
+  /** Admits viewers in view-only mode (needs `password` too). */
+  viewPassword?: string | null;
   log?: (m: string) => void;
+  /** Drop viewers that have not completed the handshake after this long (default 10 s). */
+  handshakeTimeoutMs?: number;
 }
 
 export class VncServer {
@@ -28,7 +32,7 @@ export class VncServer {
     const candidates = this.options.port ? [this.options.port] : Array.from({ length: 100 }, (_, i) => 5900 + i);
     for (const port of candidates) {
       const server = createServer({ noDelay: true }, (sock) => {
-        const s = new RfbSession(tcpTransport(sock), this.display, { password: this.options.password, viewOnly: false, log: this.options.log });
+        const s = new RfbSession(tcpTransport(sock), this.display, { password: this.options.password, viewPassword: this.options.viewPassword ?? null, viewOnly: false, log: this.options.log, handshakeTimeoutMs: this.options.handshakeTimeoutMs });
         this.display.attach(s);
       });
       try {
@@ -52,7 +56,7 @@ export class VncServer {
 
   /** A browser viewer: the same RFB session over a WebSocket. */
   addWebSocket(ws: WebSocket, remote: string, viewOnly: boolean): RfbSession {
-    const s = new RfbSession(wsTransport(ws, remote), this.display, { password: this.options.password, viewOnly, log: this.options.log });
+    const s = new RfbSession(wsTransport(ws, remote), this.display, { password: this.options.password, viewPassword: this.options.viewPassword ?? null, viewOnly, log: this.options.log, handshakeTimeoutMs: this.options.handshakeTimeoutMs });
     this.display.attach(s);
     return s;
   }

@@ -9,7 +9,7 @@ import { SERVER_FORMAT, encodePixelFormat, validatePixelFormat } from './pixel-f
 import { ClientMsg, type ClientMessage, ProtocolError, parseClientMessage } from './receiver.js';
 import { ZlibStreams, finishRect } from './zlib-streams.js';
 import { checkResponse, makeChallenge } from './vnc-auth.js';
-import { TILE } from './framebuffer.js';
+import { type ScrollCopy, TILE } from './framebuffer.js';
 
 /** A byte stream to one viewer: a TCP socket or a WebSocket. */
 export interface RfbTransport {
@@ -47,9 +47,13 @@ export interface RfbDisplayLink {
 
 export interface SessionOptions {
   password: string | null;
+  /** A second password that admits the viewer in view-only mode (like x11vnc's -viewpasswd). */
+  viewPassword?: string | null;
   viewOnly: boolean;
   /** Withhold updates while this many bytes wait in the connection. */
   maxBuffered?: number;
+  /** Drop a viewer that has not completed the handshake after this long (default 10 s). */
+  handshakeTimeoutMs?: number;
   log?: (m: string) => void;
 }
 
@@ -84,6 +88,9 @@ export class RfbSession {
   private resizePending = false;
   private sendingSize: { w: number; h: number } = { w: 0, h: 0 };
   private sending = false;
+  /** A scroll to send as CopyRect ahead of the next update's pixels. */
+  private pendingCopy: ScrollCopy | null = null;
+  copyRectsSent = 0;
   private edsReply: { status: number } | null = null;
   private handshakeTimer: NodeJS.Timeout | null;
   updatesSent = 0;
@@ -100,7 +107,7 @@ export class RfbSession {
     transport.onClose(() => this.teardown());
     transport.onDrain(() => this.pump());
     transport.write(Buffer.from('RFB 003.008\n'));
-    this.handshakeTimer = setTimeout(() => this.fail('handshake timed out'), HANDSHAKE_TIMEOUT_MS);
+    this.handshakeTimer = setTimeout(() => this.fail('handshake timed out'), options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS);
     this.handshakeTimer.unref();
   }
 
@@ -108,8 +115,10 @@ export class RfbSession {
     return this.phase === 'normal';
   }
 
+  private viewOnlyByPassword = false;
+
   get viewOnly(): boolean {
-    return this.options.viewOnly;
+    return this.options.viewOnly || this.viewOnlyByPassword;
   }
 
   get pixelFormat(): PixelFormat {
@@ -210,9 +219,12 @@ export class RfbSession {
       }
       case 'auth': {
         if (avail < 16) return 0;
-        const ok = this.challenge !== null && checkResponse(this.options.password ?? '', this.challenge, buf.subarray(at, at + 16));
+        const response = buf.subarray(at, at + 16);
+        const full = this.challenge !== null && checkResponse(this.options.password ?? '', this.challenge, response);
+        const view = !full && this.challenge !== null && !!this.options.viewPassword && checkResponse(this.options.viewPassword, this.challenge, response);
         this.challenge = null;
-        if (!ok) {
+        if (view) this.viewOnlyByPassword = true;
+        if (!full && !view) {
           this.securityFailed('authentication failed');
           return 16;
         }
@@ -313,11 +325,11 @@ export class RfbSession {
         return;
       case 'key':
       case 'qemu-key':
-        if (this.options.viewOnly) return;
+        if (this.viewOnly) return;
         this.display.input({ kind: 'key', down: msg.down, keysym: msg.keysym >>> 0, ...(msg.type === 'qemu-key' ? { keycode: msg.keycode } : {}) });
         return;
       case 'pointer': {
-        if (this.options.viewOnly) return;
+        if (this.viewOnly) return;
         // Coordinates outside the screen are clamped to its edge, never passed through.
         const x = Math.min(msg.x, Math.max(0, this.display.width - 1));
         const y = Math.min(msg.y, Math.max(0, this.display.height - 1));
@@ -349,7 +361,7 @@ export class RfbSession {
         return;
       }
       case 'set-desktop-size': {
-        const ok = !this.options.viewOnly && this.display.requestSize(msg.width, msg.height);
+        const ok = !this.viewOnly && this.display.requestSize(msg.width, msg.height);
         // 4 = forwarded (the guest changes mode when it re-probes), 1 = prohibited.
         this.edsReply = { status: ok ? 4 : 1 };
         this.pump();
@@ -377,6 +389,24 @@ export class RfbSession {
     if (this.display.width !== this.sendingSize.w || this.display.height !== this.sendingSize.h) this.resizePending = true;
     this.resetDamage(true);
     this.pump();
+  }
+
+  /**
+   * The display scrolled. A viewer that holds exactly the pre-scroll picture gets a CopyRect;
+   * any other viewer (lagging, or without CopyRect) gets the band as ordinary damage.
+   */
+  scrolled(c: ScrollCopy): void {
+    if (!this.active) return;
+    const inSync =
+      this.caps.has(ENCODINGS.COPY_RECT) &&
+      !this.sending &&
+      !this.pendingCopy &&
+      !this.resizePending &&
+      !this.hasDirty() &&
+      this.sendingSize.w === this.display.width &&
+      this.sendingSize.h === this.display.height;
+    if (inSync) this.pendingCopy = c;
+    else this.markDirty({ x: 0, y: c.dstY, w: c.width, h: c.h });
   }
 
   markDirty(r: Rect): void {
@@ -439,6 +469,7 @@ export class RfbSession {
 
   /** Dirty tiles this viewer can be sent now: all for a request, its area in continuous mode. */
   private hasSendable(): boolean {
+    if (this.pendingCopy) return true;
     return this.requested || this.cuArea.w === 0 ? this.hasDirty() : this.hasDirty(this.cuArea);
   }
 
@@ -539,6 +570,22 @@ export class RfbSession {
       for (const r of rects) for (const e of this.display.encode(r, this.pf, this.encoding, this.level)) encoded.push(e);
       const parts: Uint8Array[] = [];
       let count = 0;
+      const copy = this.pendingCopy;
+      this.pendingCopy = null;
+      if (copy) {
+        // CopyRect first: the client moves what it has, then paints what is really new.
+        const c = Buffer.alloc(16);
+        c.writeUInt16BE(0, 0);
+        c.writeUInt16BE(copy.dstY, 2);
+        c.writeUInt16BE(copy.width, 4);
+        c.writeUInt16BE(copy.h, 6);
+        c.writeInt32BE(ENCODINGS.COPY_RECT, 8);
+        c.writeUInt16BE(0, 12);
+        c.writeUInt16BE(copy.srcY, 14);
+        parts.push(c);
+        count++;
+        this.copyRectsSent++;
+      }
       for (const e of encoded) {
         const head = Buffer.alloc(12);
         head.writeUInt16BE(e.rect.x, 0);
