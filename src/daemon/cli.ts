@@ -6,8 +6,7 @@ import { type PlaneInfo, formatName } from '../display/plane.js';
 import { ControlClient, ControlError } from './control-client.js';
 import { screenshot } from './consumer.js';
 import { runDemo } from './demo.js';
-import { DEFAULT_PARENT, Daemon, loadConfig } from './daemon.js';
-import { controlSocket, defaultRunDir, defaultStateDir } from './paths.js';
+import { DEFAULT_PARENT, controlSocket, defaultRunDir, defaultStateDir } from './paths.js';
 
 const USAGE = `usage: mediated <command> [options]
 
@@ -74,6 +73,8 @@ function attrs(v: Values): Record<string, string>[] {
 }
 
 async function runDaemon(v: Values): Promise<void> {
+  // Loaded only here: client verbs stay quick because they never load the daemon's code.
+  const { Daemon, loadConfig } = await import('./daemon.js');
   const config = loadConfig(v.config);
   if (v.demo) {
     config.instances = [...(config.instances ?? []), { parent: config.parents[0]?.name ?? DEFAULT_PARENT, type: 'mediated-bochs-medium' }];

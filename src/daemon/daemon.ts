@@ -1,6 +1,6 @@
 // The daemon: the mdev core with its parents and types, the management
 // socket, and orderly shutdown on SIGTERM/SIGINT.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { MdevCore, type ParentConfig } from '../mdev/core.js';
 import { MdevError } from '../mdev/errors.js';
 import type { MdevAttr, MdevTypeProvider } from '../mdev/types.js';
@@ -30,7 +30,8 @@ export interface DaemonConfig {
   instances?: { uuid?: string; parent: string; type: string; attrs?: MdevAttr[] }[];
 }
 
-export const DEFAULT_PARENT = 'mediated0';
+export { DEFAULT_PARENT } from './paths.js';
+import { DEFAULT_PARENT } from './paths.js';
 
 const MiB = 1024 * 1024;
 
@@ -128,6 +129,8 @@ export class Daemon {
 
   async start(): Promise<void> {
     mkdirSync(this.options.runDir, { recursive: true, mode: 0o700 });
+    // An existing run directory may have been created looser; the control socket lives here.
+    chmodSync(this.options.runDir, 0o700);
     mkdirSync(this.options.stateDir, { recursive: true, mode: 0o700 });
     // The socket is claimed first (a live daemon on it makes us fail before touching anything),
     // but requests wait until definitions are loaded and auto-starts are done.
@@ -208,6 +211,7 @@ export class Daemon {
     });
     h.set('list', (args) => {
       const uuid = str(args, 'uuid', false);
+      if (uuid) parseUuid(uuid); // a malformed UUID is an error even when nothing runs
       const parent = str(args, 'parent', false);
       const match = (u: string, p: string) => (!uuid || u === parseUuid(uuid)) && (!parent || p === parent);
       if (args.defined) {

@@ -26,3 +26,6 @@ export function defaultStateDir(flag?: string): string {
 export function controlSocket(runDir: string): string {
   return join(runDir, 'control.sock');
 }
+
+/** The parent the default configuration creates. */
+export const DEFAULT_PARENT = 'mediated0';

@@ -33,6 +33,15 @@ export function validateConfig(doc: unknown, where: string): Omit<Definition, 'u
   return { mdev_type: d.mdev_type, start, attrs: attrs as MdevAttr[] };
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 function fsyncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
@@ -66,7 +75,12 @@ export class DefinitionStore {
         continue;
       }
       for (const name of names) {
-        if (name.startsWith('.')) continue; // temporaries of an interrupted write
+        if (name.startsWith('.')) {
+          // Temporaries of an interrupted write: remove those whose writer is gone.
+          const pid = Number(/^\.[^.]+\.(\d+)\.tmp$/.exec(name)?.[1]);
+          if (pid && !processAlive(pid)) rmSync(join(dir, name), { force: true });
+          continue;
+        }
         const path = join(dir, name);
         try {
           const uuid = parseUuid(name);

@@ -273,9 +273,9 @@ export class RfbSession {
     }
     this.transport.write(Buffer.concat(out));
     this.log(reason);
-    setTimeout(() => this.fail(reason), 50).unref();
-    this.phase = 'closed';
-    this.display.detach(this);
+    // Read nothing more; close once the failure had time to leave (fail() is a no-op once closed).
+    this.teardown();
+    setTimeout(() => this.transport.close(), 50).unref();
   }
 
   private sendServerInit(): void {
