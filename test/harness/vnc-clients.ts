@@ -10,7 +10,7 @@
 //  * startQemuVnc    — QEMU (qtest accelerator, no guest) with std VGA whose mode and VRAM the test writes
 //                      directly: any test picture, resizes, password auth, WebSocket.
 //
-// Pitfalls (measured against QEMU 11.1 and 7.2; see the report in docs or vnc-clients.test.ts):
+// Pitfalls (verified against QEMU 11.1 and Debian's 7.2):
 //  * gvnccapture and TigerVNC (without -Shared) connect EXCLUSIVE (ClientInit shared=0): under QEMU's default
 //    `share=allow-exclusive` they disconnect every other client. noVNC connects shared.
 //  * gvnccapture saves the PNG as soon as ONE rectangle touching the bottom-right corner arrives, so a server
@@ -23,9 +23,10 @@
 //    -Log level >= 100 for DesktopWindow it paints a throughput graph over the desktop, and it shows a
 //    "Press F8 …" overlay unless -MenuKey is empty. It writes ~/.vnc/default.tigervnc: HOME is a temp dir.
 //  * Without a window manager FLTK maps the viewer at +1+20 even with -geometry +0+0: read the position.
+//  * Debian bookworm's QEMU 7.2 has no qtest accelerator: startQemuVnc needs scripts/test-env.sh's QEMU.
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { type ChildProcess, type SpawnOptions, spawn, spawnSync } from 'node:child_process';
+import { accessSync, closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statfsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -45,16 +46,28 @@ export interface Capture {
 // process bookkeeping
 
 const live = new Set<ChildProcess>();
+const liveDirs = new Set<string>();
 let exitHook = false;
-function track(c: ChildProcess): ChildProcess {
+function installExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  // last resort when a test forgets close(): nothing we started may outlive the test process
+  process.on('exit', () => {
+    for (const p of live) killTree(p, 'SIGKILL');
+    for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
+  });
+}
+/**
+ * Registers a child for the exit hook. `unref`: the child and its pipes do not keep the event loop alive, so a
+ * test that forgets close() still ends (and the exit hook kills the child) instead of hanging the run.
+ */
+function track(c: ChildProcess, unref = false): ChildProcess {
+  installExitHook();
   live.add(c);
   c.once('exit', () => live.delete(c));
-  if (!exitHook) {
-    exitHook = true;
-    // last resort when a test forgets close(): nothing we started may outlive the test process
-    process.on('exit', () => {
-      for (const p of live) killTree(p, 'SIGKILL');
-    });
+  if (unref) {
+    c.unref();
+    for (const s of c.stdio) (s as { unref?: () => void } | null)?.unref?.();
   }
   return c;
 }
@@ -69,6 +82,17 @@ function killTree(c: ChildProcess, sig: NodeJS.Signals): void {
       c.kill(sig);
     } catch {}
   }
+}
+
+const SETPRIV = existsSync('/usr/bin/setpriv') ? '/usr/bin/setpriv' : undefined;
+/**
+ * spawn() that also ties the child to this process' life: through util-linux `setpriv --pdeathsig KILL` the
+ * kernel SIGKILLs it when the test process dies (even by SIGKILL, when no exit hook runs). Always detached
+ * (own process group, so killTree reaches its children too).
+ */
+function spawnTied(cmd: string, args: string[], options: SpawnOptions): ChildProcess {
+  const o = { ...options, detached: true };
+  return SETPRIV ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', cmd, ...args], o) : spawn(cmd, args, o);
 }
 
 function exitOf(c: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
@@ -170,20 +194,23 @@ export async function gvncCapture(host: string, port: number, outPng: string, op
   const usePty = opts.password !== undefined;
   const child = track(
     usePty
-      ? spawn('script', ['-q', '-e', '-c', argv.map(shq).join(' '), '/dev/null'], {
+      ? spawnTied('script', ['-q', '-e', '-c', argv.map(shq).join(' '), '/dev/null'], {
           stdio: ['pipe', 'pipe', 'pipe'],
-          detached: true,
           env: { ...process.env, SHELL: '/bin/sh', LC_ALL: 'C' },
         })
-      : spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, LC_ALL: 'C' } }),
+      : spawnTied(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } }),
   );
   let out = '';
   let typed = false;
+  const typing: NodeJS.Timeout[] = [];
   const onData = (d: Buffer) => {
     out += d.toString('utf8');
     if (usePty && !typed && out.includes('Password:')) {
       typed = true;
-      child.stdin?.write(`${opts.password}\n`);
+      // gvnccapture prints the prompt, THEN turns echo off with TCSAFLUSH, which discards input already
+      // queued: type a little later, and again in case a loaded machine still lost the race (surplus lines
+      // are never read)
+      for (const ms of [50, 1000, 3000]) typing.push(setTimeout(() => child.stdin?.writable && child.stdin.write(`${opts.password}\n`), ms));
     }
   };
   child.stdout?.on('data', onData);
@@ -195,7 +222,10 @@ export async function gvncCapture(host: string, port: number, outPng: string, op
     killTree(child, 'SIGKILL');
   }, timeoutMs);
   const spawnErr = new Promise<never>((_, rej) => child.once('error', (e) => rej(new Error(`cannot run gvnccapture: ${e.message}`))));
-  const { code, signal } = await Promise.race([exitOf(child), spawnErr]).finally(() => clearTimeout(timer));
+  const { code, signal } = await Promise.race([exitOf(child), spawnErr]).finally(() => {
+    clearTimeout(timer);
+    for (const t of typing) clearTimeout(t);
+  });
   let clean = out.replace(/\r/g, '');
   if (opts.password) clean = clean.split(opts.password).join('***');
   if (timedOut) throw new VncClientError(`gvnccapture ${target} timed out after ${timeoutMs} ms: ${tail(clean)}`, clean, code);
@@ -218,6 +248,11 @@ export interface TigerOptions {
   settleMs?: number;
   /** Xvfb screen; default 4096x2400 (the viewer window is the server's size and must fit) */
   screen?: { width: number; height: number };
+  /**
+   * -NoJPEG: no JPEG quality level is sent, so Tight stays lossless (default false = TigerVNC's own default,
+   * AutoSelect with quality 8: a server doing Tight+JPEG then needs a tolerance in comparisons)
+   */
+  noJpeg?: boolean;
   /** -ViewOnly (default true: the harness never wants the X pointer to reach the server) */
   viewOnly?: boolean;
   /** more viewer parameters, e.g. ['-PreferredEncoding', 'ZRLE', '-AutoSelect=0', '-NoJPEG'] */
@@ -227,7 +262,7 @@ export interface TigerOptions {
 export interface TigerViewer {
   /** X display number of the private Xvfb */
   readonly display: number;
-  /** temp directory (Xvfb -fbdir, the viewer's HOME); removed by close() */
+  /** the viewer's temp HOME; removed by close() */
   readonly dir: string;
   readonly viewerPid: number;
   readonly xvfbPid: number;
@@ -241,7 +276,7 @@ export interface TigerViewer {
   running(): boolean;
   /** resolves when the viewer exits (it exits 0 on errors and on being disconnected) */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** stops viewer and Xvfb, removes the temp directory; idempotent */
+  /** stops viewer and Xvfb, removes the temp directories; idempotent */
   close(): Promise<void>;
 }
 
@@ -323,9 +358,26 @@ export async function startTigerViewer(host: string, port: number, opts: TigerOp
   if (missing.length) throw new Error(`TigerVNC harness: missing ${missing.join(', ')} (run scripts/test-clients.sh)`);
   const timeoutMs = opts.timeoutMs ?? 15_000;
   const screen = opts.screen ?? { width: 4096, height: 2400 };
-  const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
-  const dir = mkdtempSync(join(base, 'mediated-tiger-'));
-  const cleanups: (() => Promise<void> | void)[] = [() => rmSync(dir, { recursive: true, force: true })];
+  // Xvfb's screen is a MAP_SHARED file: RAM-backed /dev/shm if it has room (docker gives it 64 MB), else TMPDIR.
+  // Once Xvfb has mapped it and we hold it open, file and directory are removed: nothing is left even if the
+  // test process is killed. The viewer's HOME is a separate small temp directory.
+  const fbBytes = screen.width * screen.height * 4 + 8192;
+  let fbBase = tmpdir();
+  try {
+    const st = statfsSync('/dev/shm');
+    if (st.bavail * st.bsize > 2 * fbBytes) fbBase = '/dev/shm';
+  } catch {}
+  const dir = mkdtempSync(join(tmpdir(), 'mediated-tiger-'));
+  const fbDir = mkdtempSync(join(fbBase, 'mediated-xvfb-'));
+  for (const d of [dir, fbDir]) liveDirs.add(d);
+  const cleanups: (() => Promise<void> | void)[] = [
+    () => {
+      for (const d of [dir, fbDir]) {
+        rmSync(d, { recursive: true, force: true });
+        liveDirs.delete(d);
+      }
+    },
+  ];
   const cleanup = async () => {
     for (const f of cleanups.splice(0).reverse()) await f();
   };
@@ -333,12 +385,13 @@ export async function startTigerViewer(host: string, port: number, opts: TigerOp
   try {
     // --- Xvfb ---
     const xvfb = track(
-      spawn(
+      spawnTied(
         'Xvfb',
         // biome-ignore format: option/value pairs
-        ['-displayfd', '3', '-screen', '0', `${screen.width}x${screen.height}x24`, '-fbdir', dir, '-nolisten', 'tcp', '-noreset'],
-        { stdio: ['ignore', 'ignore', 'pipe', 'pipe'], detached: true },
+        ['-displayfd', '3', '-screen', '0', `${screen.width}x${screen.height}x24`, '-fbdir', fbDir, '-nolisten', 'tcp', '-noreset'],
+        { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] },
       ),
+      true,
     );
     cleanups.push(() => stop(xvfb));
     let xlog = '';
@@ -363,10 +416,12 @@ export async function startTigerViewer(host: string, port: number, opts: TigerOp
         rej(new Error(`cannot run Xvfb: ${e.message}`));
       });
     });
-    const fbPath = join(dir, 'Xvfb_screen0');
+    const fbPath = join(fbDir, 'Xvfb_screen0');
     const fbFd = openSync(fbPath, 'r');
     cleanups.push(() => closeSync(fbFd));
     const layout = readXwdLayout(fbFd);
+    rmSync(fbDir, { recursive: true, force: true }); // Xvfb keeps its mapping, we keep fbFd
+    liveDirs.delete(fbDir);
 
     // --- viewer ---
     const home = join(dir, 'home');
@@ -392,12 +447,13 @@ export async function startTigerViewer(host: string, port: number, opts: TigerOp
       '-AlertOnFatalError=0',
       `-Shared=${opts.shared ? 1 : 0}`,
       `-ViewOnly=${opts.viewOnly === false ? 0 : 1}`,
+      ...(opts.noJpeg ? ['-NoJPEG'] : []),
       '-geometry',
       '+0+0',
       ...(opts.extraArgs ?? []),
       `${host}::${port}`,
     ];
-    const viewer = track(spawn('xtigervncviewer', args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true }));
+    const viewer = track(spawnTied('xtigervncviewer', args, { env, stdio: ['ignore', 'pipe', 'pipe'] }), true);
     cleanups.push(() => stop(viewer));
     let vlog = '';
     viewer.stdout?.on('data', (d) => (vlog += d));
@@ -609,13 +665,31 @@ export interface QemuVnc {
   close(): Promise<void>;
 }
 
-/** The QEMU to use as reference server: the test environment's private QEMU, else one on PATH. */
+/** Whether `qemu` has the qtest accelerator (Debian bookworm's 7.2 build does not; trixie's 10.x/11.x do). */
+export function qemuHasQtest(qemu: string): boolean {
+  const r = spawnSync(qemu, ['-machine', 'none', '-accel', 'qtest', '-display', 'none', '-nodefaults', '-monitor', 'stdio'], {
+    input: 'quit\n',
+    timeout: 10_000,
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  return r.status === 0;
+}
+
+let qemuFound: string | null | undefined;
+/**
+ * The QEMU to use as reference server: the test environment's private QEMU (scripts/test-env.sh), else
+ * qemu-system-x86_64 on PATH — the first with the qtest accelerator; undefined if none.
+ */
 export function findQemu(): string | undefined {
+  if (qemuFound !== undefined) return qemuFound ?? undefined;
+  const candidates: string[] = [];
   try {
-    return loadTestEnv().qemu;
-  } catch {
-    return which('qemu-system-x86_64');
-  }
+    candidates.push(loadTestEnv().qemu);
+  } catch {}
+  const onPath = which('qemu-system-x86_64');
+  if (onPath) candidates.push(onPath);
+  qemuFound = candidates.find(qemuHasQtest) ?? null;
+  return qemuFound ?? undefined;
 }
 
 const VRAM_BASE = 0xfd000000;
@@ -627,7 +701,7 @@ const VRAM_BASE = 0xfd000000;
  */
 export async function startQemuVnc(opts: QemuVncOptions = {}): Promise<QemuVnc> {
   const qemu = opts.qemu ?? findQemu();
-  if (!qemu) throw new Error('no QEMU: run scripts/test-env.sh (or install qemu-system-x86)');
+  if (!qemu) throw new Error('no QEMU with the qtest accelerator: run scripts/test-env.sh');
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
     const wsPort = opts.websocket ? await freePort() : undefined;
@@ -643,7 +717,7 @@ export async function startQemuVnc(opts: QemuVncOptions = {}): Promise<QemuVnc> 
       ...(opts.password !== undefined ? ['-object', `secret,id=vncpw,data=${opts.password.replace(/,/g, ',,')}`] : []),
       '-vnc', vnc,
     ];
-    const child = track(spawn(qemu, argv, { stdio: ['pipe', 'pipe', 'pipe'], detached: true }));
+    const child = track(spawnTied(qemu, argv, { stdio: ['pipe', 'pipe', 'pipe'] }), true);
     let err = '';
     child.stderr?.on('data', (d) => (err += d));
     child.stdin?.on('error', () => {});
@@ -659,7 +733,13 @@ export async function startQemuVnc(opts: QemuVncOptions = {}): Promise<QemuVnc> 
     const cmd = (c: string) =>
       new Promise<string>((res, rej) => {
         if (child.exitCode !== null || child.signalCode !== null) return rej(new Error(`QEMU has exited: ${tail(err)}`));
-        waiters.push((l) => (l.startsWith('OK') ? res(l) : rej(new Error(`qtest '${c.slice(0, 60)}': ${l} ${tail(err)}`))));
+        // a ref'd timer: keeps the event loop alive while we wait (QEMU's pipes are unref'd) and catches hangs
+        const t = setTimeout(() => rej(new Error(`qtest '${c.slice(0, 60)}': no answer within 30 s ${tail(err)}`)), 30_000);
+        waiters.push((l) => {
+          clearTimeout(t);
+          if (l.startsWith('OK')) res(l);
+          else rej(new Error(`qtest '${c.slice(0, 60)}': ${l} ${tail(err)}`));
+        });
         child.stdin?.write(`${c}\n`);
       });
     const hex = (n: number) => `0x${n.toString(16)}`;
