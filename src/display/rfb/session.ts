@@ -82,6 +82,8 @@ export class RfbSession {
   private mapH = 0;
   private dirty = new Uint8Array(0);
   private requested = false;
+  /** Counts FramebufferUpdateRequests, to tell whether one arrived while an update was being built. */
+  private requests = 0;
   private continuous = false;
   private cuArea: Rect = { x: 0, y: 0, w: 0, h: 0 };
   private sentEndOfCu = false;
@@ -317,6 +319,7 @@ export class RfbSession {
       }
       case 'update-request':
         this.requested = true;
+        this.requests++;
         if (!msg.incremental) {
           this.markDirty({ x: msg.x, y: msg.y, w: msg.w, h: msg.h });
         }
@@ -484,7 +487,7 @@ export class RfbSession {
       if (this.hasDirty()) this.framesDropped++;
       return; // resumes on drain
     }
-    const size = this.display.width !== this.sendingSize.w || this.display.height !== this.sendingSize.h;
+    const size = this.followsResize && (this.display.width !== this.sendingSize.w || this.display.height !== this.sendingSize.h);
     if (size) {
       this.resizePending = true;
       this.resetDamage(true);
@@ -493,7 +496,13 @@ export class RfbSession {
       if (this.sendSizeUpdate()) return;
     }
     if (!wants || !this.hasSendable()) return;
-    void this.sendPixels();
+    // A failure (e.g. the streams were closed because the viewer left mid-update) ends this session only.
+    this.sendPixels().catch((e: Error) => this.fail(`update failed: ${e.message}`));
+  }
+
+  /** Whether the viewer can be told about a new desktop size. */
+  private get followsResize(): boolean {
+    return this.caps.has(ENCODINGS.EXTENDED_DESKTOP_SIZE) || this.caps.has(ENCODINGS.DESKTOP_SIZE);
   }
 
   private sendSizeUpdate(): boolean {
@@ -544,17 +553,24 @@ export class RfbSession {
   }
 
   private async sendPixels(): Promise<void> {
-    // Pixels are only ever encoded from a frame of the size this viewer was last told.
-    if (this.display.width !== this.sendingSize.w || this.display.height !== this.sendingSize.h || this.mapW !== this.sendingSize.w || this.mapH !== this.sendingSize.h) {
-      this.resizePending = this.display.width !== this.sendingSize.w || this.display.height !== this.sendingSize.h;
+    // Pixels are only ever encoded from a frame of the size this viewer was last told, unless it
+    // cannot be told: then it gets the part of the frame that fits the size it has.
+    const sizeKnown = this.display.width === this.sendingSize.w && this.display.height === this.sendingSize.h;
+    if ((!sizeKnown && this.followsResize) || this.mapW !== this.display.width || this.mapH !== this.display.height) {
+      this.resizePending = !sizeKnown && this.followsResize;
       this.resetDamage(true);
       if (this.resizePending) this.pump();
       return;
     }
     this.sending = true;
+    const requests = this.requests;
     try {
       const gen = this.display.generation;
       let rects = this.takeDirty();
+      if (!sizeKnown) {
+        const fits = { x: 0, y: 0, w: this.sendingSize.w, h: this.sendingSize.h };
+        rects = rects.flatMap((r) => clip(r, fits) ?? []);
+      }
       if (this.continuous && !this.requested && this.cuArea.w > 0) {
         // Continuous mode covers the client's area; damage outside it stays pending for later.
         const inside: Rect[] = [];
@@ -606,13 +622,14 @@ export class RfbSession {
       this.transport.write(msg);
       this.bytesSent += msg.length;
       this.updatesSent++;
-      this.requested = false;
+      // A request that came in while this update was being built (after its damage was taken) still wants an answer.
+      if (this.requests === requests) this.requested = false;
       void gen;
     } finally {
       this.sending = false;
     }
-    // Damage that arrived while we encoded goes out at once (continuous mode) or with the next request.
-    if (this.continuous && this.hasSendable()) this.pump();
+    // Damage that arrived while we encoded goes out at once (continuous mode, or a request came in meanwhile) or with the next request.
+    if ((this.continuous || this.requested) && this.hasSendable()) this.pump();
   }
 }
 

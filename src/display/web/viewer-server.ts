@@ -104,7 +104,8 @@ export class ViewerServer {
     });
     wss.options.handleProtocols = (set: Set<string>) => (set.has('binary') ? 'binary' : false);
     const { host } = this.options;
-    const ports = this.options.port ? [this.options.port, ...Array.from({ length: 20 }, (_, i) => this.options.port + 1 + i)] : [0];
+    // The configured port, the next few, and finally any free one: a busy port must not stop the daemon.
+    const ports = this.options.port ? [this.options.port, ...Array.from({ length: 20 }, (_, i) => this.options.port + 1 + i), 0] : [0];
     for (const port of ports) {
       try {
         await new Promise<void>((resolve, reject) => {
