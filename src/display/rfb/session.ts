@@ -10,6 +10,7 @@ import { ClientMsg, type ClientMessage, ProtocolError, parseClientMessage } from
 import { ZlibStreams, finishRect } from './zlib-streams.js';
 import { checkResponse, makeChallenge } from './vnc-auth.js';
 import { type ScrollCopy, TILE } from './framebuffer.js';
+import { CURSOR_HEIGHT, CURSOR_WIDTH, arrowCursor } from './cursor.js';
 
 /** A byte stream to one viewer: a TCP socket or a WebSocket. */
 export interface RfbTransport {
@@ -92,6 +93,8 @@ export class RfbSession {
   private sending = false;
   /** A scroll to send as CopyRect ahead of the next update's pixels. */
   private pendingCopy: ScrollCopy | null = null;
+  /** The cursor shape must be (re)sent: after SetEncodings asks for it or the pixel format changes. */
+  private cursorPending = false;
   copyRectsSent = 0;
   private edsReply: { status: number } | null = null;
   private handshakeTimer: NodeJS.Timeout | null;
@@ -301,12 +304,14 @@ export class RfbSession {
         const why = validatePixelFormat(msg.format);
         if (why) throw new ProtocolError(`unusable pixel format: ${why}`);
         this.pf = msg.format;
+        this.cursorPending = this.caps.has(ENCODINGS.CURSOR);
         // Everything must be resent in the new format.
         this.resetDamage(true);
         return;
       }
       case 'set-encodings': {
         this.caps = new Set(msg.encodings);
+        this.cursorPending = this.caps.has(ENCODINGS.CURSOR);
         this.encoding = msg.encodings.find((e) => SUPPORTED.includes(e)) ?? ENCODINGS.RAW;
         const lvl = msg.encodings.find((e) => e >= -256 && e <= -247);
         this.level = lvl === undefined ? 2 : lvl + 256;
@@ -472,7 +477,7 @@ export class RfbSession {
 
   /** Dirty tiles this viewer can be sent now: all for a request, its area in continuous mode. */
   private hasSendable(): boolean {
-    if (this.pendingCopy) return true;
+    if (this.pendingCopy || (this.cursorPending && this.requested)) return true;
     return this.requested || this.cuArea.w === 0 ? this.hasDirty() : this.hasDirty(this.cuArea);
   }
 
@@ -602,6 +607,17 @@ export class RfbSession {
         count++;
         this.copyRectsSent++;
       }
+      if (this.cursorPending) {
+        this.cursorPending = false;
+        const head = Buffer.alloc(12);
+        head.writeUInt16BE(0, 0); // hotspot x
+        head.writeUInt16BE(0, 2); // hotspot y
+        head.writeUInt16BE(CURSOR_WIDTH, 4);
+        head.writeUInt16BE(CURSOR_HEIGHT, 6);
+        head.writeInt32BE(ENCODINGS.CURSOR, 8);
+        parts.push(head, arrowCursor(this.pf));
+        count++;
+      }
       for (const e of encoded) {
         const head = Buffer.alloc(12);
         head.writeUInt16BE(e.rect.x, 0);
@@ -617,7 +633,13 @@ export class RfbSession {
       if (count === 0) return;
       const head = Buffer.alloc(4);
       head[0] = 0;
-      head.writeUInt16BE(count, 2);
+      if (this.caps.has(ENCODINGS.LAST_RECT)) {
+        // Streamed form: an unknown count closed by a LastRect rect (no 65535-rect limit).
+        head.writeUInt16BE(0xffff, 2);
+        const last = Buffer.alloc(12);
+        last.writeInt32BE(ENCODINGS.LAST_RECT, 8);
+        parts.push(last);
+      } else head.writeUInt16BE(count, 2);
       const msg = Buffer.concat([head, ...parts]);
       this.transport.write(msg);
       this.bytesSent += msg.length;
