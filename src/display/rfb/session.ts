@@ -95,6 +95,8 @@ export class RfbSession {
   private pendingCopy: ScrollCopy | null = null;
   /** The cursor shape must be (re)sent: after SetEncodings asks for it or the pixel format changes. */
   private cursorPending = false;
+  /** An ExtendedDesktopSize rect (reason 0, current layout) goes at the head of the next update. */
+  private layoutPending = false;
   copyRectsSent = 0;
   private edsReply: { status: number } | null = null;
   private handshakeTimer: NodeJS.Timeout | null;
@@ -326,6 +328,9 @@ export class RfbSession {
         this.requested = true;
         this.requests++;
         if (!msg.incremental) {
+          // rfbproto: a non-incremental request is answered with the screen layout too, which is how
+          // viewers learn that SetDesktopSize is possible.
+          if (this.caps.has(ENCODINGS.EXTENDED_DESKTOP_SIZE)) this.layoutPending = true;
           this.markDirty({ x: msg.x, y: msg.y, w: msg.w, h: msg.h });
         }
         this.display.poke();
@@ -607,6 +612,11 @@ export class RfbSession {
         count++;
         this.copyRectsSent++;
       }
+      if (this.layoutPending) {
+        this.layoutPending = false;
+        parts.push(extendedDesktopSizeRect(0, 0, this.sendingSize.w, this.sendingSize.h));
+        count++;
+      }
       if (this.cursorPending) {
         this.cursorPending = false;
         const head = Buffer.alloc(12);
@@ -653,6 +663,20 @@ export class RfbSession {
     // Damage that arrived while we encoded goes out at once (continuous mode, or a request came in meanwhile) or with the next request.
     if ((this.continuous || this.requested) && this.hasSendable()) this.pump();
   }
+}
+
+/** An ExtendedDesktopSize rect with one screen covering the whole framebuffer. */
+function extendedDesktopSizeRect(reason: number, status: number, w: number, h: number): Buffer {
+  const out = Buffer.alloc(12 + 4 + 16);
+  out.writeUInt16BE(reason, 0);
+  out.writeUInt16BE(status, 2);
+  out.writeUInt16BE(w, 4);
+  out.writeUInt16BE(h, 6);
+  out.writeInt32BE(ENCODINGS.EXTENDED_DESKTOP_SIZE, 8);
+  out[12] = 1; // one screen
+  out.writeUInt16BE(w, 24);
+  out.writeUInt16BE(h, 26);
+  return out;
 }
 
 /** The parts of `r` outside its sub-rect `c` (up to four rects). */
