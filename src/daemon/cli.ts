@@ -2,11 +2,11 @@
 // `mediated`: the daemon and an mdevctl-shaped command line to manage it.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type PlaneInfo, formatName } from '../display/plane.js';
-import { ControlClient, ControlError } from './control-client.js';
+import { formatName, type PlaneInfo } from '../display/plane.js';
 import { screenshot } from './consumer.js';
+import { ControlClient, ControlError } from './control-client.js';
 import { runDemo } from './demo.js';
-import { DEFAULT_PARENT, controlSocket, defaultRunDir, defaultStateDir } from './paths.js';
+import { controlSocket, DEFAULT_PARENT, defaultRunDir, defaultStateDir } from './paths.js';
 
 const USAGE = `usage: mediated <command> [options]
 
@@ -100,7 +100,9 @@ async function runDaemon(v: Values): Promise<void> {
     if (facts.vnc) process.stdout.write(`VNC for ${inst.uuid}: ${facts.vnc}\n`);
     if (facts.viewer) process.stdout.write(`viewer for ${inst.uuid}: ${facts.viewer}\n`);
     process.stdout.write(`instance ${inst.uuid} (${inst.type.id} on ${inst.parent.name})\n`);
-    process.stdout.write(`  attach with: qemu-system-x86_64 … -object memory-backend-memfd,id=mem0,size=512M,share=on -machine memory-backend=mem0 -device '${JSON.stringify({ driver: 'vfio-user-pci', id: `mdev-${inst.uuid.slice(0, 8)}`, rombar: 0, socket: { type: 'unix', path: inst.socketPath } })}'\n`);
+    process.stdout.write(
+      `  attach with: qemu-system-x86_64 … -object memory-backend-memfd,id=mem0,size=512M,share=on -machine memory-backend=mem0 -device '${JSON.stringify({ driver: 'vfio-user-pci', id: `mdev-${inst.uuid.slice(0, 8)}`, rombar: 0, socket: { type: 'unix', path: inst.socketPath } })}'\n`,
+    );
   }
 }
 
@@ -153,7 +155,7 @@ function printList(doc: unknown, verbose: boolean): void {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
   } catch (e) {

@@ -1,9 +1,10 @@
 // A display consumer over the management socket, as any host program would
 // write it: export the current plane's buffer (an fd), map it, use it, release.
-import * as native from '../native/index.js';
+
 import type { BufferDescriptor } from '../display/buffers.js';
 import type { PlaneInfo } from '../display/plane.js';
 import { planeToPng } from '../display/png.js';
+import * as native from '../native/index.js';
 import type { ControlClient } from './control-client.js';
 
 export interface MappedBuffer {

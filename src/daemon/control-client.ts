@@ -2,7 +2,7 @@
 import * as native from '../native/index.js';
 import { isError } from '../vfio-user/codec.js';
 import { Connection } from '../vfio-user/connection.js';
-import { CONTROL_CMD, type ControlErrorBody, KIND_EVENT, KIND_REQUEST, MAX_CONTROL_MESSAGE, decodeControl, encodeControl } from './control-protocol.js';
+import { CONTROL_CMD, type ControlErrorBody, decodeControl, encodeControl, KIND_EVENT, KIND_REQUEST, MAX_CONTROL_MESSAGE } from './control-protocol.js';
 
 export class ControlError extends Error {
   constructor(

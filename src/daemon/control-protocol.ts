@@ -2,8 +2,9 @@
 // daemon. It reuses the vfio-user framing (16-byte header, fds attached to a
 // message) so the same transport carries JSON requests, replies, events and,
 // where a reply exports a buffer, file descriptors.
-import { HEADER_SIZE } from '../vfio-user/constants.js';
+
 import { writeHeader } from '../vfio-user/codec.js';
+import { HEADER_SIZE } from '../vfio-user/constants.js';
 
 /** Header `cmd` value of every control message ("MD"). */
 export const CONTROL_CMD = 0x444d;

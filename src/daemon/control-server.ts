@@ -1,20 +1,20 @@
 // The daemon's management socket. Only the daemon's user (and root) can
 // connect: the socket is created mode 0600 inside a 0700 run directory.
 import { chmodSync } from 'node:fs';
+import { MdevError } from '../mdev/errors.js';
 import * as native from '../native/index.js';
 import type { Header } from '../vfio-user/codec.js';
 import { Connection } from '../vfio-user/connection.js';
-import { MdevError } from '../mdev/errors.js';
 import {
   CONTROL_CMD,
   type ControlRequest,
+  decodeControl,
+  encodeControl,
   KIND_ERROR,
   KIND_EVENT,
   KIND_REPLY,
   KIND_REQUEST,
   MAX_CONTROL_MESSAGE,
-  decodeControl,
-  encodeControl,
 } from './control-protocol.js';
 
 /** A handler's result: JSON, optionally with fds to pass (the daemon keeps its own copies). */

@@ -1,26 +1,25 @@
 // The daemon: the mdev core with its parents and types, the management
 // socket, and orderly shutdown on SIGTERM/SIGINT.
-import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
-import { MdevCore, type ParentConfig } from '../mdev/core.js';
-import { MdevError } from '../mdev/errors.js';
-import type { MdevAttr, MdevTypeProvider } from '../mdev/types.js';
-import { newUuid, parseUuid } from '../mdev/uuid.js';
+
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { serialTypes } from '../devices/serial/types.js';
-import { vgpuTypes } from '../devices/vgpu/types.js';
+import type { BochsVgpu } from '../devices/vgpu/bochs-vgpu.js';
+import { vgpuAttrs, vgpuTypes } from '../devices/vgpu/types.js';
 import { BufferRegistry } from '../display/buffers.js';
 import { type DisplaySource, PLANE_FLAG_DMABUF, PLANE_FLAG_PROBE, PLANE_FLAG_REGION, PlaneType } from '../display/plane.js';
-import { DefinitionStore, validateConfig } from '../mdev/definitions.js';
-import type { Instance } from '../mdev/core.js';
-import { ControlServer, type Handler } from './control-server.js';
-import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { vgpuAttrs } from '../devices/vgpu/types.js';
-import type { BochsVgpu } from '../devices/vgpu/bochs-vgpu.js';
 import { RfbDisplay } from '../display/rfb/display.js';
 import { VncServer } from '../display/rfb/server.js';
 import type { InputEvent } from '../display/rfb/session.js';
 import { ViewerServer } from '../display/web/viewer-server.js';
+import type { Instance } from '../mdev/core.js';
+import { MdevCore, type ParentConfig } from '../mdev/core.js';
+import { DefinitionStore, validateConfig } from '../mdev/definitions.js';
+import { MdevError } from '../mdev/errors.js';
+import type { MdevAttr, MdevTypeProvider } from '../mdev/types.js';
+import { newUuid, parseUuid } from '../mdev/uuid.js';
+import { ControlServer, type Handler } from './control-server.js';
 import { listJson, qemuDeviceArg, runningFacts, typesJson } from './mdevctl-json.js';
 import { controlSocket } from './paths.js';
 
@@ -31,6 +30,7 @@ export interface DaemonConfig {
 }
 
 export { DEFAULT_PARENT } from './paths.js';
+
 import { DEFAULT_PARENT } from './paths.js';
 
 const MiB = 1024 * 1024;
@@ -162,8 +162,7 @@ export class Daemon {
         port: http.port,
         adminToken: this.adminToken,
         log: this.log,
-        targets: () =>
-          [...this.consumers.entries()].map(([uuid, c]) => ({ uuid, type: this.core.instance(uuid)?.type.id ?? '', token: c.token, vnc: c.vnc })),
+        targets: () => [...this.consumers.entries()].map(([uuid, c]) => ({ uuid, type: this.core.instance(uuid)?.type.id ?? '', token: c.token, vnc: c.vnc })),
       });
       await this.viewer.listen();
       // The list page's URL carries the admin token: only the daemon's user may read it.
@@ -366,7 +365,13 @@ export class Daemon {
       },
     });
     const log = (m: string) => this.log(`[${inst.uuid.slice(0, 8)}] vnc ${m}`);
-    const vnc = new VncServer(display, { host: attrs?.vnc?.host ?? '127.0.0.1', port: attrs?.vnc?.port ?? 0, password: attrs?.vncPassword ?? null, viewPassword: attrs?.vncViewPassword ?? null, log });
+    const vnc = new VncServer(display, {
+      host: attrs?.vnc?.host ?? '127.0.0.1',
+      port: attrs?.vnc?.port ?? 0,
+      password: attrs?.vncPassword ?? null,
+      viewPassword: attrs?.vncViewPassword ?? null,
+      log,
+    });
     if (attrs?.vnc) {
       const a = await vnc.listen();
       log(`listening on ${a.host}:${a.port}`);

@@ -75,7 +75,8 @@ export class IrqController {
   get mode(): 'msix' | 'msi' | 'intx' | 'none' {
     if (this.vectors[PciIrq.MSIX]?.some((v) => v.fd >= 0)) return 'msix';
     if (this.vectors[PciIrq.MSI]?.some((v) => v.fd >= 0)) return 'msi';
-    if (this.vectors[PciIrq.INTX]?.[0] && (this.vectors[PciIrq.INTX]?.[0] as Vector).fd >= 0) return 'intx';
+    const intx = this.vectors[PciIrq.INTX]?.[0];
+    if (intx && intx.fd >= 0) return 'intx';
     return 'none';
   }
 
@@ -250,10 +251,11 @@ export class IrqController {
     this.intxLevel = false;
     this.requested.length = 0;
     this.intxDisabled = false;
-    for (const vs of this.vectors) for (const v of vs) {
-      v.masked = false;
-      v.pending = false;
-    }
+    for (const vs of this.vectors)
+      for (const v of vs) {
+        v.masked = false;
+        v.pending = false;
+      }
     this.onIntxStatus(false);
   }
 }

@@ -1,15 +1,7 @@
 // The base of every device: a PCI function served over vfio-user. It carries
 // config space, regions, interrupts, guest memory and reset, so a concrete
 // device only describes its identity and BARs and implements its registers.
-import type {
-  DeviceInfo,
-  DmaMapRequest,
-  IrqInfo,
-  PeerServices,
-  RegionInfo,
-  SetIrqsRequest,
-  VfioUserBackend,
-} from '../vfio-user/backend.js';
+import type { DeviceInfo, DmaMapRequest, IrqInfo, PeerServices, RegionInfo, SetIrqsRequest, VfioUserBackend } from '../vfio-user/backend.js';
 import { VfioError } from '../vfio-user/backend.js';
 import type { RegionCap } from '../vfio-user/codec.js';
 import {

@@ -33,9 +33,7 @@ export class Parent {
   /** The types this parent offers, in registration order. */
   get types(): MdevTypeProvider[] {
     const all = [...this.providers().values()];
-    return all.filter((t) =>
-      this.config.types ? this.config.types.includes(t.id) : Object.keys(t.cost).every((k) => (this.config.resources[k] ?? 0) > 0),
-    );
+    return all.filter((t) => (this.config.types ? this.config.types.includes(t.id) : Object.keys(t.cost).every((k) => (this.config.resources[k] ?? 0) > 0)));
   }
 
   type(id: string): MdevTypeProvider | undefined {

@@ -3,7 +3,7 @@
 // Writes are atomic: a temporary file is written and fsynced, then renamed over
 // the old one and the directory fsynced, so a kill -9 at any moment leaves the
 // old or the new definition, never a torn one.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { MdevError } from './errors.js';
 import type { MdevAttr } from './types.js';

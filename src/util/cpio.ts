@@ -41,13 +41,7 @@ function entry(ino: number, name: string, mode: number, data: Buffer): Buffer {
     0, // check
   ];
   const header = Buffer.from(`070701${fields.map((f) => (f >>> 0).toString(16).padStart(8, '0')).join('')}`, 'ascii');
-  return Buffer.concat([
-    header,
-    nameBuf,
-    Buffer.alloc(pad4(header.length + nameBuf.length)),
-    data,
-    Buffer.alloc(pad4(data.length)),
-  ]);
+  return Buffer.concat([header, nameBuf, Buffer.alloc(pad4(header.length + nameBuf.length)), data, Buffer.alloc(pad4(data.length))]);
 }
 
 /**

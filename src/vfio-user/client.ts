@@ -4,21 +4,21 @@
 import * as native from '../native/index.js';
 import { VfioError } from './backend.js';
 import {
-  type Fields,
-  type Header,
-  type RegionCap,
-  type VersionCapabilities,
   DECODE_OK,
   decodeFields,
   decodeRegionCaps,
   encodeFields,
+  type Fields,
+  type Header,
   isError,
   isReply,
   parseVersionCapabilities,
+  type RegionCap,
+  type VersionCapabilities,
   writeHeader,
 } from './codec.js';
 import { Connection } from './connection.js';
-import { Command, Errno, FLAG_ERROR, FLAG_NO_REPLY, HEADER_SIZE, MsgType, REGION_FLAG_CAPS, commandName } from './constants.js';
+import { Command, commandName, Errno, FLAG_ERROR, FLAG_NO_REPLY, HEADER_SIZE, MsgType, REGION_FLAG_CAPS } from './constants.js';
 import { messageSpec } from './messages.js';
 
 export interface Reply {

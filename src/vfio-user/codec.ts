@@ -176,8 +176,7 @@ export function parseVersionCapabilities(bytes: Uint8Array): VersionCapabilities
         const m = val as Record<string, unknown>;
         caps.migration = {
           pgsize: m.pgsize === undefined ? 4096 : positiveInt(m.pgsize, 1 << 30, 'migration.pgsize'),
-          maxBitmapSize:
-            m.max_bitmap_size === undefined ? 256 << 20 : positiveInt(m.max_bitmap_size, Number.MAX_SAFE_INTEGER, 'migration.max_bitmap_size'),
+          maxBitmapSize: m.max_bitmap_size === undefined ? 256 << 20 : positiveInt(m.max_bitmap_size, Number.MAX_SAFE_INTEGER, 'migration.max_bitmap_size'),
         };
         break;
       }

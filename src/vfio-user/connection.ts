@@ -2,8 +2,8 @@
 // write queue. It knows messages only as a header plus payload; what they mean
 // is the session's business (session.ts, client.ts).
 import * as native from '../native/index.js';
-import { HEADER_SIZE } from './constants.js';
 import { type Header, newHeader, readHeader } from './codec.js';
+import { HEADER_SIZE } from './constants.js';
 
 export interface ConnectionHandlers {
   /**
@@ -80,7 +80,7 @@ export class Connection {
         this.close(`send failed: errno ${-n}`);
         return;
       }
-      const sent = n > 0 ? n : 0;
+      const sent = Math.max(n, 0);
       this.bytesOut += sent;
       // fds went out with the first byte if anything was sent.
       this.txQueue.push({ data: buf.slice(sent, len), fds: sent > 0 ? null : fds });

@@ -93,14 +93,20 @@ export const MESSAGES: readonly MessageSpec[] = [
     cmd: Command.VERSION,
     name: 'VERSION',
     from: 'client',
-    request: layout([
-      ['major', 'u16'],
-      ['minor', 'u16'],
-    ], 'json'),
-    reply: layout([
-      ['major', 'u16'],
-      ['minor', 'u16'],
-    ], 'json'),
+    request: layout(
+      [
+        ['major', 'u16'],
+        ['minor', 'u16'],
+      ],
+      'json',
+    ),
+    reply: layout(
+      [
+        ['major', 'u16'],
+        ['minor', 'u16'],
+      ],
+      'json',
+    ),
     requestFds: 'none',
     replyFds: 'optional-one', // only with twin-socket, which we never accept
   },
@@ -298,8 +304,36 @@ export const MESSAGES: readonly MessageSpec[] = [
     requestFds: 'none',
     replyFds: 'none',
   },
-  { cmd: Command.MIG_DATA_READ, name: 'MIG_DATA_READ', from: 'client', request: MIG_DATA, reply: layout([['argsz', 'u32'], ['size', 'u32']], 'data'), requestFds: 'none', replyFds: 'none' },
-  { cmd: Command.MIG_DATA_WRITE, name: 'MIG_DATA_WRITE', from: 'client', request: layout([['argsz', 'u32'], ['size', 'u32']], 'data'), reply: EMPTY, requestFds: 'none', replyFds: 'none' },
+  {
+    cmd: Command.MIG_DATA_READ,
+    name: 'MIG_DATA_READ',
+    from: 'client',
+    request: MIG_DATA,
+    reply: layout(
+      [
+        ['argsz', 'u32'],
+        ['size', 'u32'],
+      ],
+      'data',
+    ),
+    requestFds: 'none',
+    replyFds: 'none',
+  },
+  {
+    cmd: Command.MIG_DATA_WRITE,
+    name: 'MIG_DATA_WRITE',
+    from: 'client',
+    request: layout(
+      [
+        ['argsz', 'u32'],
+        ['size', 'u32'],
+      ],
+      'data',
+    ),
+    reply: EMPTY,
+    requestFds: 'none',
+    replyFds: 'none',
+  },
 ];
 
 /** QEMU's DMA_READ/DMA_WRITE: {u64 address, u32 count, data} unpacked (data at payload offset 12). */

@@ -2,21 +2,15 @@
 // handling, replies that respect QEMU's reply-size ceilings, and our own
 // DMA_READ/DMA_WRITE requests matched to their replies by message id.
 import * as native from '../native/index.js';
+import { type DmaMapRequest, type PeerServices, type SetIrqsRequest, VfioError, type VfioUserBackend } from './backend.js';
 import {
-  type DmaMapRequest,
-  type PeerServices,
-  type SetIrqsRequest,
-  VfioError,
-  type VfioUserBackend,
-} from './backend.js';
-import {
-  type Fields,
-  type Header,
   DECODE_OK,
   DECODE_SHORT,
   decodeFields,
   encodeFields,
   encodeRegionCaps,
+  type Fields,
+  type Header,
   isCommand,
   isError,
   isReply,
@@ -28,6 +22,7 @@ import {
 import { Connection } from './connection.js';
 import {
   Command,
+  commandName,
   DEFAULT_MAX_DATA_XFER,
   Errno,
   FEATURE_GET,
@@ -45,17 +40,8 @@ import {
   OUR_MAX_MSG_FDS,
   REGION_FLAG_CAPS,
   REGION_FLAG_MMAP,
-  commandName,
 } from './constants.js';
-import {
-  DMA_LOGGING_RANGE,
-  DMA_LOGGING_START,
-  DMA_QEMU,
-  type FdRule,
-  type Layout,
-  messageSpec,
-  REGION_WRITE_MULTI_ENTRY,
-} from './messages.js';
+import { DMA_LOGGING_RANGE, DMA_LOGGING_START, DMA_QEMU, type FdRule, type Layout, messageSpec, REGION_WRITE_MULTI_ENTRY } from './messages.js';
 
 export type DmaLayout = 'qemu' | 'spec';
 
@@ -326,7 +312,7 @@ export class ServerSession implements PeerServices {
     if (!spec) return;
     const f = this.decode(spec.request, p, 'VERSION');
     if (f.major !== 0) throw new VfioError(Errno.ENOTSUP, `protocol major version ${f.major} is not supported (we speak 0)`);
-    let caps;
+    let caps: ReturnType<typeof parseVersionCapabilities>;
     try {
       caps = parseVersionCapabilities(p.subarray(4));
     } catch (e) {
@@ -455,7 +441,8 @@ export class ServerSession implements PeerServices {
       const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
       const s: Fields = {};
       if (decodeFields(DMA_LOGGING_START, v, 0, data.length, s) !== DECODE_OK) throw new VfioError(Errno.EINVAL, 'DMA_LOGGING_START is truncated');
-      if (data.length < DMA_LOGGING_START.size + (s.num_ranges as number) * DMA_LOGGING_RANGE.size) throw new VfioError(Errno.EINVAL, 'DMA_LOGGING_START ranges are truncated');
+      if (data.length < DMA_LOGGING_START.size + (s.num_ranges as number) * DMA_LOGGING_RANGE.size)
+        throw new VfioError(Errno.EINVAL, 'DMA_LOGGING_START ranges are truncated');
     }
     if (!this.backend.feature) throw new VfioError(Errno.ENOTSUP, `device feature ${feature} is not supported`);
     const out = this.backend.feature(feature, flags, data);

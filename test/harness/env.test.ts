@@ -31,8 +31,7 @@ describe('cpio writer', () => {
       modes.push(field(1));
       off += 110 + nameSize;
       off += (4 - (off % 4)) % 4;
-      if (name === 'hello.txt' || name === 'etc/x/hello.txt')
-        assert.equal(a.toString('utf8', off, off + size), 'hello');
+      if (name === 'hello.txt' || name === 'etc/x/hello.txt') assert.equal(a.toString('utf8', off, off + size), 'hello');
       off += size + ((4 - (size % 4)) % 4);
       if (name === 'TRAILER!!!') break;
     }

@@ -54,9 +54,7 @@ export function loadTestEnv(): TestEnv {
   if (typeof env.qemu !== 'string' || typeof env.guests !== 'object' || env.guests === null) {
     throw new Error(`QEMU test environment manifest ${path} is malformed; ${hint}`);
   }
-  const missing = [env.qemu, ...Object.values(env.guests).flatMap((g) => [g.vmlinuz, g.initrd])].filter(
-    (f) => !existsSync(f),
-  );
+  const missing = [env.qemu, ...Object.values(env.guests).flatMap((g) => [g.vmlinuz, g.initrd])].filter((f) => !existsSync(f));
   if (missing.length) throw new Error(`QEMU test environment is incomplete (missing ${missing.join(', ')}); ${hint}`);
   return env;
 }
@@ -215,12 +213,10 @@ export async function bootGuest(o: BootOptions): Promise<Guest> {
     throw e;
   }
 
-  const describe = (what: string) =>
-    `${what}\n--- console tail ---\n${tail(out)}\n--- qemu stderr ---\n${tail(err, 2000)}\n--- qemu ${argv.join(' ')}`;
+  const describe = (what: string) => `${what}\n--- console tail ---\n${tail(out)}\n--- qemu stderr ---\n${tail(err, 2000)}\n--- qemu ${argv.join(' ')}`;
 
   const waitFor = (pattern: RegExp, timeoutMs = o.waitTimeoutMs ?? 60_000): Promise<RegExpMatchArray> => {
-    const re =
-      pattern.global || pattern.sticky ? new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, '')) : pattern;
+    const re = pattern.global || pattern.sticky ? new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, '')) : pattern;
     return new Promise((res, rej) => {
       let timer: NodeJS.Timeout | undefined;
       const check = () => {

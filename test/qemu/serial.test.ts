@@ -5,12 +5,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type Socket, connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { Daemon, defaultConfig } from '../../src/daemon/daemon.js';
 import { ControlClient } from '../../src/daemon/control-client.js';
+import { Daemon, defaultConfig } from '../../src/daemon/daemon.js';
 import type { SerialCard } from '../../src/devices/serial/serial-card.js';
 import { PciIrq } from '../../src/vfio-user/constants.js';
 import { bootGuest, type Guest } from '../harness/qemu.js';
@@ -113,7 +113,7 @@ test('stock 8250_pci drives a dual-port INTx card and a single-port MSI card; by
       timeoutMs: 150_000,
     });
     const portsLine = await guest.waitFor(/T: ports( ttyS\d+)+\n/, 90_000);
-    const ports = portsLine[0].replace("T: ports", "").trim().split(' ');
+    const ports = portsLine[0].replace('T: ports', '').trim().split(' ');
     assert.equal(ports.length, 3, `guest sees three PCI serial ports: ${portsLine[0]}`);
     await guest.waitFor(/T: test-exit \d+/, 90_000);
     const out = guest.output();
@@ -123,7 +123,13 @@ test('stock 8250_pci drives a dual-port INTx card and a single-port MSI card; by
       assert.match(out, new RegExp(`T: got ${p} H:${p}:${token}`), `guest received the host's token on ${p}`);
       const before = out.split('\n').find((l) => l.startsWith(`T: irq-before ${p} `));
       const afterLine = out.split('\n').find((l) => l.startsWith(`T: irq-after ${p} `));
-      assert.ok(before && afterLine, `${p} has an interrupt line in /proc/interrupts:\n${out.split("\n").filter((l) => l.startsWith("T:")).join("\n")}`);
+      assert.ok(
+        before && afterLine,
+        `${p} has an interrupt line in /proc/interrupts:\n${out
+          .split('\n')
+          .filter((l) => l.startsWith('T:'))
+          .join('\n')}`,
+      );
       assert.ok(irqCount(afterLine) > irqCount(before), `${p} interrupt count rose: ${before} → ${afterLine}`);
     }
     assert.match(out, /T: test-exit 0/);

@@ -8,18 +8,18 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import * as native from '../../src/native/index.js';
-import { ControlClient } from '../../src/daemon/control-client.js';
+import { promisify } from 'node:util';
 import { screenshot } from '../../src/daemon/consumer.js';
+import { ControlClient } from '../../src/daemon/control-client.js';
 import { Daemon, defaultConfig } from '../../src/daemon/daemon.js';
 import type { BochsVgpu } from '../../src/devices/vgpu/bochs-vgpu.js';
 import { DrmFormat, type PlaneInfo } from '../../src/display/plane.js';
+import * as native from '../../src/native/index.js';
 import { VfioUserClient } from '../../src/vfio-user/client.js';
-import { bootGuest, type Guest } from '../harness/qemu.js';
+import { diffPixels, type Pattern, rgb565Pattern, rgb888Pattern, xrgbPattern } from '../harness/patterns.js';
 import { decodePng } from '../harness/png-decode.js';
-import { type Pattern, diffPixels, rgb565Pattern, rgb888Pattern, xrgbPattern } from '../harness/patterns.js';
+import { bootGuest, type Guest } from '../harness/qemu.js';
 
 const run = promisify(execFile);
 
@@ -166,7 +166,7 @@ for (const gen of ['6.12', 'new']) {
   });
 }
 
-test('two VMs at once each show their own picture, and one instance cannot reach another one\'s VRAM', { timeout: 150_000 }, async () => {
+test("two VMs at once each show their own picture, and one instance cannot reach another one's VRAM", { timeout: 150_000 }, async () => {
   const a = await startVgpu();
   const b = await startVgpu();
   const pa = xrgbPattern(1280, 800, 5);
@@ -178,9 +178,21 @@ dd if=/${f} of=/dev/fb0 bs=$(stat -c %s /${f}) count=1 2>/dev/null
 echo "T: drawn"
 read go
 `;
-  const ga = await bootGuest({ workDir: join(dir, 'vm-a'), script: script('a.raw'), files: [{ path: '/a.raw', data: pa.raw }], devices: [{ socket: a.socket }], timeoutMs: 140_000 });
+  const ga = await bootGuest({
+    workDir: join(dir, 'vm-a'),
+    script: script('a.raw'),
+    files: [{ path: '/a.raw', data: pa.raw }],
+    devices: [{ socket: a.socket }],
+    timeoutMs: 140_000,
+  });
   guests.push(ga);
-  const gb = await bootGuest({ workDir: join(dir, 'vm-b'), script: script('b.raw'), files: [{ path: '/b.raw', data: pb.raw }], devices: [{ socket: b.socket }], timeoutMs: 140_000 });
+  const gb = await bootGuest({
+    workDir: join(dir, 'vm-b'),
+    script: script('b.raw'),
+    files: [{ path: '/b.raw', data: pb.raw }],
+    devices: [{ socket: b.socket }],
+    timeoutMs: 140_000,
+  });
   guests.push(gb);
   try {
     await Promise.all([ga.waitFor(/T: drawn/, 100_000), gb.waitFor(/T: drawn/, 100_000)]);

@@ -11,8 +11,8 @@ import { after, before, test } from 'node:test';
 import { ControlClient } from '../../src/daemon/control-client.js';
 import { Daemon, defaultConfig } from '../../src/daemon/daemon.js';
 import { launchChromium, openNoVnc } from '../harness/browser.js';
-import { type Guest, bootGuest } from '../harness/qemu.js';
 import { type Pattern, rgb565Pattern, xrgbPattern } from '../harness/patterns.js';
+import { bootGuest, type Guest } from '../harness/qemu.js';
 import { type Capture, freePort, gvncCapture, startTigerViewer, waitForPixels } from '../harness/vnc-clients.js';
 
 const SCRIPT = `
@@ -60,7 +60,11 @@ before(async () => {
   await daemon.start();
   client = new ControlClient(daemon.controlPath);
   vncPort = await freePort();
-  const r = await client.call<{ uuid: string; socket: string }>('start', { parent: 'mediated0', type: 'mediated-bochs-medium', attrs: [{ vnc: `127.0.0.1:${vncPort}` }] });
+  const r = await client.call<{ uuid: string; socket: string }>('start', {
+    parent: 'mediated0',
+    type: 'mediated-bochs-medium',
+    attrs: [{ vnc: `127.0.0.1:${vncPort}` }],
+  });
   uuid = r.uuid;
   const facts = daemon.displayFacts(uuid);
   assert.equal(facts.vnc, `127.0.0.1:${vncPort}`);
@@ -154,4 +158,3 @@ test('a VNC password is enforced: the right one works, a wrong one is refused', 
     await client.call('stop', { uuid: r.uuid });
   }
 });
-

@@ -6,7 +6,7 @@
 // attaches a UNIX socket); the card itself knows nothing of sockets.
 import { PciDevice } from '../../device/pci-device.js';
 import type { AccessWidth, RegisterFile } from '../../device/regions.js';
-import { Uart16550, UART_REGISTERS } from './uart16550.js';
+import { UART_REGISTERS, Uart16550 } from './uart16550.js';
 
 export type SerialIrqMode = 'intx' | 'msi';
 
@@ -89,7 +89,15 @@ export class SerialCard extends PciDevice {
     super({
       identity:
         irq === 'msi'
-          ? { vendorId: HP_3PAR, deviceId: HPE_PCI_SERIAL, subsystemVendorId: HP_3PAR, subsystemId: HPE_PCI_SERIAL, classCode: CLASS_SERIAL_16550, revision: 1, interruptPin: 1 }
+          ? {
+              vendorId: HP_3PAR,
+              deviceId: HPE_PCI_SERIAL,
+              subsystemVendorId: HP_3PAR,
+              subsystemId: HPE_PCI_SERIAL,
+              classCode: CLASS_SERIAL_16550,
+              revision: 1,
+              interruptPin: 1,
+            }
           : {
               vendorId: RED_HAT,
               deviceId: options.ports === 2 ? 0x0003 : 0x0002,

@@ -4,7 +4,7 @@
 // backlog limit) for the next client; a client that stops reading is dropped
 // rather than buffered without bound.
 import { chmodSync, unlinkSync } from 'node:fs';
-import { type Server, type Socket, createServer } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import type { SerialPort } from './serial-card.js';
 
 const BACKLOG_LIMIT = 64 * 1024;

@@ -172,10 +172,7 @@ export class Uart16550 {
     let lines: number;
     if (this.mcr & MCR_LOOP) {
       lines =
-        (this.mcr & MCR_RTS ? MSR_CTS : 0) |
-        (this.mcr & MCR_DTR ? MSR_DSR : 0) |
-        (this.mcr & MCR_OUT1 ? MSR_RI : 0) |
-        (this.mcr & MCR_OUT2 ? MSR_DCD : 0);
+        (this.mcr & MCR_RTS ? MSR_CTS : 0) | (this.mcr & MCR_DTR ? MSR_DSR : 0) | (this.mcr & MCR_OUT1 ? MSR_RI : 0) | (this.mcr & MCR_OUT2 ? MSR_DCD : 0);
     } else lines = this.carrier ? MSR_CTS | MSR_DSR | MSR_DCD : 0;
     let deltas = old & 0x0f;
     if (delta) {

@@ -3,11 +3,12 @@
 // guest, BAR2 = EDID, VGA ports, DISPI and QEMU extension registers). The
 // plane is decoded from the registers on every query, so both page-flip
 // generations (offset flips up to 6.12, offset-0 scanout from 6.13) work.
-import type { PeerServices } from '../../vfio-user/backend.js';
+
 import { PciDevice } from '../../device/pci-device.js';
 import type { AccessWidth, RegisterFile } from '../../device/regions.js';
 import { SharedMemory } from '../../device/shared-memory.js';
-import { type DisplaySource, DrmFormat, type Framebuffer, type PlaneInfo, PlaneType, bytesPerPixel, emptyPlane } from '../../display/plane.js';
+import { bytesPerPixel, type DisplaySource, DrmFormat, emptyPlane, type Framebuffer, type PlaneInfo, PlaneType } from '../../display/plane.js';
+import type { PeerServices } from '../../vfio-user/backend.js';
 import { generateEdid } from './edid.js';
 
 export const DISPI = {

@@ -114,7 +114,9 @@ export function generateEdid(o: EdidOptions): Uint8Array {
   e[36] = (o.maxWidth >= 800 && o.maxHeight >= 600 ? 0x01 : 0) | (o.maxWidth >= 1024 && o.maxHeight >= 768 ? 0x08 : 0);
   e[37] = 0;
   // Standard timings: up to eight modes within the maximum.
-  const std = STANDARD_MODES.filter(([w, h]) => w <= 2288 && w <= o.maxWidth && h <= o.maxHeight && aspectCode(w, h) >= 0 && !(w === o.width && h === o.height)).slice(-8);
+  const std = STANDARD_MODES.filter(
+    ([w, h]) => w <= 2288 && w <= o.maxWidth && h <= o.maxHeight && aspectCode(w, h) >= 0 && !(w === o.width && h === o.height),
+  ).slice(-8);
   for (let i = 0; i < 8; i++) {
     const s = std[i];
     if (s) {

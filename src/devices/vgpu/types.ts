@@ -60,7 +60,8 @@ function parseAttrs(attrs: MdevAttr[], spec: VgpuTypeSpec): VgpuAttrs {
         vncPassword = v;
         continue;
       }
-      if (k !== 'resolution') throw new MdevError('EINVAL', `unknown attribute "${k}" (vGPUs take "resolution", "vnc", "vnc_password" and "vnc_view_password")`);
+      if (k !== 'resolution')
+        throw new MdevError('EINVAL', `unknown attribute "${k}" (vGPUs take "resolution", "vnc", "vnc_password" and "vnc_view_password")`);
       const m = /^(\d{2,5})x(\d{2,5})$/.exec(v);
       if (!m) throw new MdevError('EINVAL', `resolution must look like 1280x800, not "${v}"`);
       const w = Number(m[1]);

@@ -2,12 +2,11 @@
 // framebuffer, refresh pacing, and one encoding per (frame, rect, pixel format,
 // encoding, level) reused by every viewer that needs the same thing.
 import type { DisplaySource } from '../plane.js';
+import { ENCODINGS, encoderFor } from './encoders/index.js';
 import { ShadowFramebuffer } from './framebuffer.js';
 import { pixelFormatKey } from './pixel-format.js';
 import type { InputEvent, RfbDisplayLink, RfbSession } from './session.js';
 import type { EncodedRect, PixelFormat, Rect } from './types.js';
-import { encoderFor } from './encoders/index.js';
-import { ENCODINGS } from './encoders/index.js';
 
 export interface RfbDisplayOptions {
   name: string;

@@ -3,7 +3,7 @@
 // in rows that differ, tile by tile; changed tiles are copied into the shadow
 // and converted into the canonical 0x00RRGGBB frame the encoders read. Only
 // runs while viewers want updates, so an unwatched VM costs nothing.
-import { DrmFormat, type DisplaySource, type PlaneInfo, PlaneType, bytesPerPixel } from '../plane.js';
+import { bytesPerPixel, type DisplaySource, DrmFormat, type PlaneInfo, PlaneType } from '../plane.js';
 import type { Frame, Rect } from './types.js';
 
 export const TILE = 64;
@@ -80,8 +80,7 @@ export class ShadowFramebuffer {
     const p = this.source.queryPlane(PlaneType.PRIMARY);
     const fb = this.source.framebuffer.bytes;
     const prev = this.plane;
-    const geometryChanged =
-      !prev || !p.drm_format || prev.drm_format !== p.drm_format || prev.width !== p.width || prev.height !== p.height;
+    const geometryChanged = !prev || !p.drm_format || prev.drm_format !== p.drm_format || prev.width !== p.width || prev.height !== p.height;
     if (!p.drm_format) {
       // Nothing shown: viewers get a small black screen until the guest sets a mode.
       if (prev || this.frame.width === 0) {

@@ -1,7 +1,8 @@
 // Incremental parser of what an RFB client sends after the handshake. Every
 // length is checked against a limit before anything is allocated for it.
-import type { PixelFormat } from './types.js';
+
 import { parsePixelFormat } from './pixel-format.js';
+import type { PixelFormat } from './types.js';
 
 export const ClientMsg = {
   SET_PIXEL_FORMAT: 0,

@@ -1,6 +1,6 @@
 // A VNC (RFB over TCP) listener for one display. Viewers connected over a
 // WebSocket join the same display through addWebSocket().
-import { type Server, createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { RfbDisplay } from './display.js';
 import { RfbSession } from './session.js';
@@ -32,7 +32,13 @@ export class VncServer {
     const candidates = this.options.port ? [this.options.port] : Array.from({ length: 100 }, (_, i) => 5900 + i);
     for (const port of candidates) {
       const server = createServer({ noDelay: true }, (sock) => {
-        const s = new RfbSession(tcpTransport(sock), this.display, { password: this.options.password, viewPassword: this.options.viewPassword ?? null, viewOnly: false, log: this.options.log, handshakeTimeoutMs: this.options.handshakeTimeoutMs });
+        const s = new RfbSession(tcpTransport(sock), this.display, {
+          password: this.options.password,
+          viewPassword: this.options.viewPassword ?? null,
+          viewOnly: false,
+          log: this.options.log,
+          handshakeTimeoutMs: this.options.handshakeTimeoutMs,
+        });
         this.display.attach(s);
       });
       try {
@@ -56,7 +62,13 @@ export class VncServer {
 
   /** A browser viewer: the same RFB session over a WebSocket. */
   addWebSocket(ws: WebSocket, remote: string, viewOnly: boolean): RfbSession {
-    const s = new RfbSession(wsTransport(ws, remote), this.display, { password: this.options.password, viewPassword: this.options.viewPassword ?? null, viewOnly, log: this.options.log, handshakeTimeoutMs: this.options.handshakeTimeoutMs });
+    const s = new RfbSession(wsTransport(ws, remote), this.display, {
+      password: this.options.password,
+      viewPassword: this.options.viewPassword ?? null,
+      viewOnly,
+      log: this.options.log,
+      handshakeTimeoutMs: this.options.handshakeTimeoutMs,
+    });
     this.display.attach(s);
     return s;
   }

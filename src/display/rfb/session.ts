@@ -3,14 +3,15 @@
 // (no fixed tick, no idle backoff), are built from damage the shared display
 // tracked, and are withheld while the viewer's connection is backed up: frames
 // are dropped for a slow viewer, never queued without bound.
-import { type EncodedRect, type PixelFormat, type Rect } from './types.js';
+
+import { arrowCursor, CURSOR_HEIGHT, CURSOR_WIDTH } from './cursor.js';
 import { ENCODINGS } from './encoders/index.js';
-import { SERVER_FORMAT, encodePixelFormat, validatePixelFormat } from './pixel-format.js';
-import { ClientMsg, type ClientMessage, ProtocolError, parseClientMessage } from './receiver.js';
-import { ZlibStreams, finishRect } from './zlib-streams.js';
-import { checkResponse, makeChallenge } from './vnc-auth.js';
 import { type ScrollCopy, TILE } from './framebuffer.js';
-import { CURSOR_HEIGHT, CURSOR_WIDTH, arrowCursor } from './cursor.js';
+import { encodePixelFormat, SERVER_FORMAT, validatePixelFormat } from './pixel-format.js';
+import { type ClientMessage, ClientMsg, ProtocolError, parseClientMessage } from './receiver.js';
+import type { EncodedRect, PixelFormat, Rect } from './types.js';
+import { checkResponse, makeChallenge } from './vnc-auth.js';
+import { finishRect, ZlibStreams } from './zlib-streams.js';
 
 /** A byte stream to one viewer: a TCP socket or a WebSocket. */
 export interface RfbTransport {
@@ -24,9 +25,7 @@ export interface RfbTransport {
   readonly remote: string;
 }
 
-export type InputEvent =
-  | { kind: 'key'; down: boolean; keysym: number; keycode?: number }
-  | { kind: 'pointer'; buttons: number; x: number; y: number };
+export type InputEvent = { kind: 'key'; down: boolean; keysym: number; keycode?: number } | { kind: 'pointer'; buttons: number; x: number; y: number };
 
 /** What a session needs from the display it shows (one per instance, shared by its viewers). */
 export interface RfbDisplayLink {
@@ -198,7 +197,7 @@ export class RfbSession {
       case 'version': {
         if (avail < 12) return 0;
         const m = /^RFB (\d{3})\.(\d{3})\n$/.exec(buf.toString('latin1', at, at + 12));
-        if (!m || m[1] !== '003') throw new ProtocolError('not an RFB 3.x client');
+        if (m?.[1] !== '003') throw new ProtocolError('not an RFB 3.x client');
         const minor = Number(m[2]);
         // 3.3 and 3.5 speak 3.3; 3.7; anything newer (3.8, Apple's 3.889) speaks 3.8.
         this.minor = minor >= 8 ? 8 : minor === 7 ? 7 : 3;
