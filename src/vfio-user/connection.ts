@@ -11,6 +11,12 @@ export interface ConnectionHandlers {
    * during the call; `fds` are owned by the handler from now on (it must close them).
    */
   onMessage(h: Header, payload: Uint8Array, fds: number[]): void;
+  /**
+   * Optional hot path, tried first for messages without fds: the message sits in `rx` at
+   * `at` (header included, `size` bytes, readable through `view`). Returning true consumes it;
+   * no per-message view is allocated.
+   */
+  onFastMessage?(h: Header, view: DataView, rx: Uint8Array, at: number, size: number): boolean;
   /** A message whose declared size exceeds the limit: its body is discarded. */
   onOversized(h: Header): void;
   /** The connection is gone; `reason` is null for an orderly close by the peer. */
@@ -182,7 +188,9 @@ export class Connection {
         }
         const fds = this.claimFds(this.base + at, this.base + at + size);
         if (this.closed) return;
-        this.handlers.onMessage(this.header, this.rx.subarray(at + HEADER_SIZE, at + size), fds);
+        if (fds.length > 0 || !this.handlers.onFastMessage?.(this.header, this.view, this.rx, at, size)) {
+          this.handlers.onMessage(this.header, this.rx.subarray(at + HEADER_SIZE, at + size), fds);
+        }
         at += size;
       }
     } finally {

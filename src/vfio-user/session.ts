@@ -112,6 +112,7 @@ export class ServerSession implements PeerServices {
       fd,
       {
         onMessage: (h, p, fds) => this.onMessage(h, p, fds),
+        onFastMessage: (h, v, rx, at, size) => this.onFast(h, v, rx, at, size),
         onOversized: (h) => this.onOversized(h),
         onClose: (reason) => {
           this.closeReason = reason;
@@ -184,9 +185,66 @@ export class ServerSession implements PeerServices {
       if (wantsReply(h.flags)) this.sendError(h, errno);
     } finally {
       this.dispatching = false;
-      for (const m of this.deferred.splice(0)) this.conn.send(m, m.length);
+      if (this.deferred.length) for (const m of this.deferred.splice(0)) this.conn.send(m, m.length);
     }
   }
+
+  /**
+   * The hot path: trapped register reads and writes (QEMU's MMIO) are decoded straight from the
+   * receive buffer and answered from the transmit buffer, with no allocation. Anything unusual
+   * falls back to the general path, which validates and reports it.
+   */
+  private onFast(h: Header, v: DataView, rx: Uint8Array, at: number, size: number): boolean {
+    if (!this.negotiated || !isCommand(h.flags)) return false;
+    const cmd = h.cmd;
+    if (cmd !== Command.REGION_READ && cmd !== Command.REGION_WRITE) return false;
+    if (size < HEADER_SIZE + 16) return false;
+    const p = at + HEADER_SIZE;
+    const hi = v.getUint32(p + 4, true);
+    const count = v.getUint32(p + 12, true);
+    if (hi > 0x1fffff || count === 0 || count > 8) return false;
+    const offset = hi * 0x1_0000_0000 + v.getUint32(p, true);
+    const region = v.getUint32(p + 8, true);
+    const reply = wantsReply(h.flags);
+    let data: Uint8Array;
+    if (cmd === Command.REGION_READ) {
+      if (size !== HEADER_SIZE + 16) return false;
+      data = this.readViews[count] ?? (this.readViews[count] = this.tx.subarray(HEADER_SIZE + 16, HEADER_SIZE + 16 + count));
+    } else {
+      if (size !== HEADER_SIZE + 16 + count) return false;
+      // Copied out (≤ 8 bytes) so the backend never sees the receive buffer.
+      data = this.writeViews[count] ?? (this.writeViews[count] = this.writeScratch.subarray(0, count));
+      for (let i = 0; i < count; i++) data[i] = rx[p + 16 + i] as number;
+    }
+    // DMA a register access starts must follow its reply (see `deferred`).
+    this.dispatching = true;
+    try {
+      if (cmd === Command.REGION_READ) this.backend.regionRead(region, offset, data);
+      else this.backend.regionWrite(region, offset, data);
+    } catch {
+      this.dispatching = false;
+      return false; // the general path repeats it and answers the error
+    }
+    this.dispatching = false;
+    this.stats.requests++;
+    this.stats.perCommand[cmd] = (this.stats.perCommand[cmd] ?? 0) + 1;
+    if (reply) {
+      const tv = this.txView;
+      const len = cmd === Command.REGION_READ ? 16 + count : 16;
+      writeHeader(tv, 0, h.id, cmd, HEADER_SIZE + len, REPLY);
+      tv.setUint32(HEADER_SIZE, v.getUint32(p, true), true);
+      tv.setUint32(HEADER_SIZE + 4, hi, true);
+      tv.setUint32(HEADER_SIZE + 8, region, true);
+      tv.setUint32(HEADER_SIZE + 12, count, true);
+      this.conn.send(this.tx, HEADER_SIZE + len);
+    }
+    if (this.deferred.length) for (const m of this.deferred.splice(0)) this.conn.send(m, m.length);
+    return true;
+  }
+
+  private readViews: (Uint8Array | undefined)[] = [];
+  private readonly writeScratch = new Uint8Array(8);
+  private readonly writeViews: (Uint8Array | undefined)[] = [];
 
   private decode(layout: Layout, p: Uint8Array, what: string): Fields {
     const r = decodeFields(layout, new DataView(p.buffer, p.byteOffset, p.byteLength), 0, p.length, this.f);
@@ -464,6 +522,7 @@ export class ServerSession implements PeerServices {
       while (n < total) n *= 2;
       this.tx = new Uint8Array(n);
       this.txView = new DataView(this.tx.buffer);
+      this.readViews = [];
     }
     return HEADER_SIZE;
   }
