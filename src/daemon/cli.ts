@@ -101,7 +101,10 @@ async function runDaemon(v: Values): Promise<void> {
     if (facts.viewer) process.stdout.write(`viewer for ${inst.uuid}: ${facts.viewer}\n`);
     process.stdout.write(`instance ${inst.uuid} (${inst.type.id} on ${inst.parent.name})\n`);
     process.stdout.write(
-      `  attach with: qemu-system-x86_64 … -object memory-backend-memfd,id=mem0,size=512M,share=on -machine memory-backend=mem0 -device '${JSON.stringify({ driver: 'vfio-user-pci', id: `mdev-${inst.uuid.slice(0, 8)}`, rombar: 0, socket: { type: 'unix', path: inst.socketPath } })}'\n`,
+      `  attach it to a VM (guest RAM must be a shared memfd; keep your usual disk/boot options):\n` +
+        `    qemu-system-x86_64 -m 1G -object memory-backend-memfd,id=mem0,size=1G,share=on -machine memory-backend=mem0 -vga none \\\n` +
+        `      -device '${JSON.stringify({ driver: 'vfio-user-pci', id: `mdev-${inst.uuid.slice(0, 8)}`, rombar: 0, socket: { type: 'unix', path: inst.socketPath } })}'\n` +
+        `  or boot the tiny test guest on it: mediated demo -u ${inst.uuid}${v['run-dir'] ? ` --run-dir ${v['run-dir']}` : ''}\n`,
     );
   }
 }
