@@ -533,6 +533,12 @@ struct handle {
   int fd, events;
   int refs;      /* one for libuv until the close callback, one for the JS wrapper until GC */
   napi_ref cb, on_writable, buf, st; /* poll() only uses cb */
+  /* watch(): where buf and st live, looked up once when set instead of on every read. The
+     references above keep both arrays alive; napi_get_typedarray_info has moved any on-heap
+     array off-heap, so the pointers stay valid, and neither array is ever detached. */
+  uint8_t *rx;
+  size_t rxlen;
+  int32_t *stp;
 };
 
 static void handle_unref(handle *h) {
@@ -626,14 +632,11 @@ static void on_poll(uv_poll_t *u, int status, int events) {
 static void watch_read(handle *h, int status) {
   napi_env env = h->env;
   napi_value v;
-  void *buf = NULL, *stp = NULL;
-  size_t len = 0, stlen = 0;
+  uint8_t *buf = h->rx;
+  size_t len = h->rxlen;
   ssize_t n;
-  bool ok = napi_get_reference_value(env, h->buf, &v) == napi_ok &&
-            get_typed(env, v, napi_uint8_array, &buf, &len) &&
-            napi_get_reference_value(env, h->st, &v) == napi_ok &&
-            get_typed(env, v, napi_int32_array, &stp, &stlen) && stlen >= ST_LEN;
-  int32_t *st = stp;
+  bool ok = buf != NULL && h->stp != NULL;
+  int32_t *st = h->stp;
   if (!ok || st[ST_OFFSET] < 0 || (size_t)st[ST_OFFSET] > len) n = -EINVAL;
   else if ((size_t)st[ST_OFFSET] == len) n = -ENOBUFS; /* a 0-byte recvmsg would look like EOF */
   else n = recv_fds(h->fd, (uint8_t *)buf + st[ST_OFFSET], len - st[ST_OFFSET], st);
@@ -770,6 +773,12 @@ static napi_value js_watch(napi_env env, napi_callback_info info) {
     return NULL;
   napi_create_reference(env, argv[1], 1, &h->buf);
   napi_create_reference(env, argv[2], 1, &h->st);
+  void *p;
+  size_t n;
+  get_typed(env, argv[1], napi_uint8_array, &p, &h->rxlen);
+  h->rx = p;
+  get_typed(env, argv[2], napi_int32_array, &p, &n);
+  h->stp = p;
   napi_create_reference(env, argv[3], 1, &h->cb);
   napi_create_reference(env, argv[4], 1, &h->on_writable);
   return obj;
@@ -781,6 +790,9 @@ static napi_value js_watch_buffer(napi_env env, napi_callback_info info) {
   if (!h || !check_rx(env, argv[1], NULL) || h->closing) return NULL;
   drop_ref(env, &h->buf);
   napi_create_reference(env, argv[1], 1, &h->buf);
+  void *p;
+  get_typed(env, argv[1], napi_uint8_array, &p, &h->rxlen);
+  h->rx = p;
   return NULL;
 }
 
