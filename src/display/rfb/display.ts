@@ -91,7 +91,15 @@ export class RfbDisplay implements RfbDisplayLink {
     this.refreshNow();
   }
 
+  private lastRefresh = 0;
+
+  refreshSoon(): void {
+    if (performance.now() - this.lastRefresh < 4) return;
+    this.refreshNow();
+  }
+
   refreshNow(): void {
+    this.lastRefresh = performance.now();
     const t0 = performance.now();
     const r = this.fb.refresh();
     this.refreshes++;

@@ -6,7 +6,8 @@
 import { bytesPerPixel, type DisplaySource, DrmFormat, type PlaneInfo, PlaneType } from '../plane.js';
 import type { Frame, Rect } from './types.js';
 
-export const TILE = 64;
+/** Damage granularity: small enough that a moving bar resends little more than itself. */
+export const TILE = 16;
 
 /** A vertical scroll found in the new frame: rows [srcY, srcY+h) of the old frame now sit at dstY. */
 export interface ScrollCopy {

@@ -41,6 +41,8 @@ export interface RfbDisplayLink {
   detach(s: RfbSession): void;
   /** Refresh soon (a viewer wants a picture). */
   poke(): void;
+  /** Refresh now unless that happened within the last few milliseconds. */
+  refreshSoon(): void;
   /** Refresh synchronously and hand damage to the other viewers. */
   refreshNow(): void;
 }
@@ -332,7 +334,8 @@ export class RfbSession {
           if (this.caps.has(ENCODINGS.EXTENDED_DESKTOP_SIZE)) this.layoutPending = true;
           this.markDirty({ x: msg.x, y: msg.y, w: msg.w, h: msg.h });
         }
-        this.display.poke();
+        // Look at the guest first, so the answer is the current picture, not the last one found.
+        this.display.refreshSoon();
         this.pump();
         return;
       case 'key':
@@ -410,8 +413,9 @@ export class RfbSession {
   scrolled(c: ScrollCopy): void {
     if (!this.active) return;
     const inSync =
+      // An update still being compressed is fine: its pixels were taken from the shadow before it
+      // shifted, and the copy goes into the next update, after it.
       this.caps.has(ENCODINGS.COPY_RECT) &&
-      !this.sending &&
       !this.pendingCopy &&
       !this.resizePending &&
       !this.hasDirty() &&
@@ -653,6 +657,8 @@ export class RfbSession {
       this.transport.write(msg);
       this.bytesSent += msg.length;
       this.updatesSent++;
+      // Continuous mode has no requests to pace it: look for the next change as soon as this one is out.
+      if (this.continuous) this.display.poke();
       // A request that came in while this update was being built (after its damage was taken) still wants an answer.
       if (this.requests === requests) this.requested = false;
       void gen;
