@@ -3,6 +3,7 @@
 // run at all sets a non-zero exit code). Add new benchmarks to the list below.
 import { formatLatencyReport, latencyOptionsFromEnv, runLatencyBenchmark } from './latency.js';
 import { runVgpuBenchmarks } from './vgpu.js';
+import { runVncBenchmarks } from './vnc.js';
 
 interface Benchmark {
   name: string;
@@ -16,6 +17,7 @@ const benchmarks: Benchmark[] = [
     run: async () => formatLatencyReport(await runLatencyBenchmark(latencyOptionsFromEnv(process.argv.slice(2)))),
   },
   { name: 'vGPU (boot to a drawn framebuffer, plane query, frame snapshot)', run: () => runVgpuBenchmarks() },
+  { name: 'VNC vs QEMU\'s built-in VNC (update rate, bytes, latency, CPU)', run: () => runVncBenchmarks() },
 ];
 
 for (const b of benchmarks) {

@@ -88,8 +88,15 @@ export class RfbDisplay implements RfbDisplayLink {
     let waiting = false;
     for (const s of this.sessions) if (s.wantsUpdates) waiting = true;
     if (!waiting) return;
+    // After a second without changes, look every other tick (~32 ms): half the idle cost, and a
+    // change still reaches viewers well within 40 ms. Flips and mode sets poke at once anyway.
+    this.ticks++;
+    if (performance.now() - this.lastChange > 1000 && this.ticks % 2 === 1) return;
     this.refreshNow();
   }
+
+  private ticks = 0;
+  private lastChange = 0;
 
   private lastRefresh = 0;
 
@@ -104,6 +111,7 @@ export class RfbDisplay implements RfbDisplayLink {
     const r = this.fb.refresh();
     this.refreshes++;
     this.refreshMs += performance.now() - t0;
+    if (r.resized || r.copy || r.damage.length) this.lastChange = performance.now();
     if (r.resized) for (const s of this.sessions) s.resized();
     else {
       if (r.copy) for (const s of this.sessions) s.scrolled(r.copy);
