@@ -17,7 +17,7 @@ const benchmarks: Benchmark[] = [
     run: async () => formatLatencyReport(await runLatencyBenchmark(latencyOptionsFromEnv(process.argv.slice(2)))),
   },
   { name: 'vGPU (boot to a drawn framebuffer, plane query, frame snapshot)', run: () => runVgpuBenchmarks() },
-  { name: 'VNC vs QEMU\'s built-in VNC (update rate, bytes, latency, CPU)', run: () => runVncBenchmarks() },
+  { name: "VNC vs QEMU's built-in VNC (update rate, bytes, latency, CPU)", run: () => runVncBenchmarks() },
 ];
 
 for (const b of benchmarks) {
