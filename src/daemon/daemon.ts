@@ -233,7 +233,7 @@ export class Daemon {
             parent: i.parent.name,
             uuid: i.uuid,
             config: { mdev_type: i.type.id, start: def?.start ?? ('manual' as const), attrs: i.attrs },
-            extra: { defined: !!def, ...runningFacts(core, i), ...this.displayFacts(i.uuid) },
+            extra: { defined: !!def, ...runningFacts(i), ...this.displayFacts(i.uuid) },
           };
         });
       return listJson(entries);

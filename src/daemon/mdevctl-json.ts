@@ -1,5 +1,5 @@
 // JSON in mdevctl's shapes, so scripts and libvirt-style tooling read ours as theirs.
-import type { Instance, MdevCore, Parent } from '../mdev/core.js';
+import type { Instance, Parent } from '../mdev/core.js';
 import type { MdevAttr } from '../mdev/types.js';
 
 export interface MdevConfig {
@@ -42,8 +42,7 @@ export function qemuDeviceArg(inst: Instance): string {
   });
 }
 
-export function runningFacts(core: MdevCore, inst: Instance): Record<string, unknown> {
-  void core;
+export function runningFacts(inst: Instance): Record<string, unknown> {
   return {
     state: inst.state,
     vfio_user_socket: inst.socketPath,

@@ -8,7 +8,6 @@ import { PciDevice } from '../../device/pci-device.js';
 import type { AccessWidth, RegisterFile } from '../../device/regions.js';
 import { SharedMemory } from '../../device/shared-memory.js';
 import { bytesPerPixel, type DisplaySource, DrmFormat, emptyPlane, type Framebuffer, type PlaneInfo, PlaneType } from '../../display/plane.js';
-import type { PeerServices } from '../../vfio-user/backend.js';
 import { generateEdid } from './edid.js';
 
 export const DISPI = {
@@ -223,10 +222,6 @@ export class BochsVgpu extends PciDevice implements DisplaySource {
     super.dispose();
     this.listeners.clear();
     this.vram.close();
-  }
-
-  protected override onAttach(): void {
-    void (this.peer as PeerServices | null);
   }
 
   /** The decode QEMU applies to bochs-display (§9 of our contract notes), plus 24-bpp RGB888. */
