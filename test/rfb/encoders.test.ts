@@ -248,6 +248,30 @@ describe('Tight specifics', () => {
     streams.close();
   });
 
+  it('sends large solid areas around text as Fill, covering the rectangle exactly once', async () => {
+    // A terminal-like frame: text in the top-left, a dark background elsewhere, wider than 2048.
+    const f = solid(2600, 200, 0x1e1e1e);
+    const t = text(300, 90, 31, 0x1e1e1e, 0xd0d0d0);
+    for (let y = 0; y < t.height; y++) f.pixels.set(t.pixels.subarray(y * t.width, (y + 1) * t.width), (y + 7) * f.width + 5);
+    f.pixels[150 * f.width + 2599] = 0xff0000; // a lone pixel at the right edge
+    for (const { pf } of [FORMATS[1]!, FORMATS[6]!, FORMATS.at(-1)!]) {
+      for (const rect of [full(f), { x: 3, y: 2, w: 2590, h: 190 }]) {
+        const ers = encodeTight(f, rect, pf, { compressLevel: 2 });
+        assert.ok(ers.every((er) => er.rect.w <= 2048 && er.rect.w > 0 && er.rect.h > 0));
+        const fills = ers.filter((er) => er.pieces[0]!.bytes[0] === 0x80);
+        const filled = fills.reduce((s, er) => s + er.rect.w * er.rect.h, 0);
+        assert.ok(filled > rect.w * rect.h * 0.8, `only ${filled} pixels filled`);
+        const decoders = new Decoders();
+        const streams = new ZlibStreams(2);
+        const client = new Client(f.width, f.height, pf, decoders);
+        await send(encodeTight, f, rect, pf, streams, client);
+        assertShows(client, f, rect, pf, `solid areas ${rect.w}x${rect.h}`);
+        decoders.close();
+        streams.close();
+      }
+    }
+  });
+
   it('never uses JPEG unless a lossy hook is installed and the client sent a quality level', () => {
     const f = photo(128, 128);
     const calls: number[] = [];

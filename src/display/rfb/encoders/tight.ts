@@ -211,6 +211,84 @@ function jpegRect(frame: Frame, rect: Rect, hook: TightLossyHook, quality: numbe
   return { rect, encoding: TIGHT, pieces: [{ kind: 'raw', bytes: head } as Piece, { kind: 'raw', bytes: jpeg }] };
 }
 
+// Solid-area search (after QEMU's find_best_solid_area): the rectangle is cut into SB×SB blocks;
+// maximal rectangles of solid blocks of one colour covering at least MIN_SOLID_AREA pixels go out
+// as Fill, and the rest is cut into horizontal slabs (at band and solid-area edges) whose free
+// runs go through the 64-pixel tile logic.
+const SB = 16;
+const MIN_SOLID_AREA = 4096;
+let blockColour = new Uint32Array(64);
+/** 0 not solid, 1 solid and free, 2 taken by a Fill area. */
+let blockState = new Uint8Array(64);
+
+function ensureBlocks(n: number): void {
+  if (blockState.length >= n) return;
+  blockState = new Uint8Array(n);
+  blockColour = new Uint32Array(n);
+}
+
+/** Solid Fill areas of `vals` (W×H) as flat [x0, y0, x1, y1, colour, …] in pixels, relative to the rectangle. */
+function findSolidAreas(vals: Uint32Array, W: number, H: number): number[] {
+  const out: number[] = [];
+  if (W * H < MIN_SOLID_AREA) return out;
+  const nbx = Math.ceil(W / SB);
+  const nby = Math.ceil(H / SB);
+  ensureBlocks(nbx * nby);
+  let any = false;
+  for (let by = 0; by < nby; by++) {
+    const y0 = by * SB;
+    const bh = Math.min(SB, H - y0);
+    for (let bx = 0; bx < nbx; bx++) {
+      const x0 = bx * SB;
+      const bw = Math.min(SB, W - x0);
+      const base = y0 * W + x0;
+      const c = vals[base]!;
+      let solid = 1;
+      for (let r = 0; r < bh && solid; r++) {
+        const row = base + r * W;
+        for (let i = row, e = row + bw; i < e; i++)
+          if (vals[i] !== c) {
+            solid = 0;
+            break;
+          }
+      }
+      const b = by * nbx + bx;
+      blockState[b] = solid;
+      blockColour[b] = c;
+      if (solid) any = true;
+    }
+  }
+  if (!any) return out;
+  for (let by = 0; by < nby; by++)
+    for (let bx = 0; bx < nbx; bx++) {
+      const b0 = by * nbx + bx;
+      if (blockState[b0] !== 1) continue;
+      const c = blockColour[b0]!;
+      // Widest run on the first row, then narrowing row by row; keep the largest area.
+      let wmax = nbx - bx;
+      let best = 0;
+      let bestW = 0;
+      let bestH = 0;
+      for (let r = by; r < nby; r++) {
+        const rb = r * nbx + bx;
+        let w = 0;
+        while (w < wmax && blockState[rb + w] === 1 && blockColour[rb + w] === c) w++;
+        if (w === 0) break;
+        wmax = w;
+        const area = (Math.min((bx + w) * SB, W) - bx * SB) * (Math.min((r + 1) * SB, H) - by * SB);
+        if (area > best) {
+          best = area;
+          bestW = w;
+          bestH = r - by + 1;
+        }
+      }
+      if (best < MIN_SOLID_AREA) continue;
+      for (let r = by; r < by + bestH; r++) blockState.fill(2, r * nbx + bx, r * nbx + bx + bestW);
+      out.push(bx * SB, by * SB, Math.min((bx + bestW) * SB, W), Math.min((by + bestH) * SB, H), c);
+    }
+  return out;
+}
+
 /** A Tight encoder; without options it is lossless (no JPEG ever). */
 export function makeTightEncoder(options: TightEncoderOptions = {}): Encoder {
   const lossy = options.lossy;
@@ -222,15 +300,16 @@ export function makeTightEncoder(options: TightEncoderOptions = {}): Encoder {
     const tp = makeTPixelPacker(pf);
     const W = rect.w;
     const H = rect.h;
-    const nt = Math.ceil(W / TILE);
-    ensureTiles(nt);
     const result: EncodedRect[] = [];
 
-    for (let by = 0; by < H; by += TILE) {
-      const bh = Math.min(TILE, H - by);
+    /** Encodes columns [x0, x1) of rows [by, by + bh) (bh ≤ 64) with the tile logic. */
+    const run = (x0: number, x1: number, by: number, bh: number): void => {
+      const RW = x1 - x0;
+      const nt = Math.ceil(RW / TILE);
+      ensureTiles(nt);
       for (let t = 0; t < nt; t++) {
         const tx = t * TILE;
-        const n = classify(vals, by * W + tx, W, Math.min(TILE, W - tx), bh, tilePalette, t * MAX_PALETTE);
+        const n = classify(vals, by * W + x0 + tx, W, Math.min(TILE, RW - tx), bh, tilePalette, t * MAX_PALETTE);
         tileKind[t] = n === 1 ? Kind.Solid : n <= MAX_PALETTE ? Kind.Palette : Kind.Full;
         tileCount[t] = n <= MAX_PALETTE ? n : 0;
       }
@@ -241,8 +320,8 @@ export function makeTightEncoder(options: TightEncoderOptions = {}): Encoder {
       let gn = 0;
       if (gKind !== Kind.Full) gn = mergePalette(0, 0);
       const emit = (t0: number, t1: number): void => {
-        const rx = t0 * TILE;
-        const r: Rect = { x: rect.x + rx, y: rect.y + by, w: Math.min(t1 * TILE, W) - rx, h: bh };
+        const rx = x0 + t0 * TILE;
+        const r: Rect = { x: rect.x + rx, y: rect.y + by, w: Math.min(t1 * TILE, RW) - t0 * TILE, h: bh };
         if (gKind === Kind.Solid) result.push(fillRect(r, groupPalette[0]!, tp));
         else if (gKind === Kind.Palette) result.push(paletteRect(vals, W, r, rx, by, gn, tp));
         else {
@@ -273,6 +352,39 @@ export function makeTightEncoder(options: TightEncoderOptions = {}): Encoder {
         gn = k === Kind.Full ? 0 : mergePalette(0, t);
       }
       emit(g0, nt);
+    };
+
+    const solids = findSolidAreas(vals, W, H);
+    if (solids.length === 0) {
+      for (let by = 0; by < H; by += TILE) run(0, W, by, Math.min(TILE, H - by));
+      return result;
+    }
+    // Fill areas, at most 2048 wide each.
+    for (let i = 0; i < solids.length; i += 5) {
+      const [sx0, sy0, sx1, sy1, c] = [solids[i]!, solids[i + 1]!, solids[i + 2]!, solids[i + 3]!, solids[i + 4]!];
+      for (let x = sx0; x < sx1; x += TIGHT_MAX_WIDTH)
+        result.push(fillRect({ x: rect.x + x, y: rect.y + sy0, w: Math.min(TIGHT_MAX_WIDTH, sx1 - x), h: sy1 - sy0 }, c, tp));
+    }
+    // Slab edges: every 64 rows plus the top and bottom of every Fill area.
+    const edges: number[] = [];
+    for (let y = 0; y < H; y += TILE) edges.push(y);
+    for (let i = 0; i < solids.length; i += 5) edges.push(solids[i + 1]!, solids[i + 3]!);
+    edges.push(H);
+    edges.sort((a, b) => a - b);
+    const inSlab: number[] = [];
+    for (let e = 0; e + 1 < edges.length; e++) {
+      const y0 = edges[e]!;
+      const y1 = edges[e + 1]!;
+      if (y1 === y0) continue;
+      inSlab.length = 0;
+      for (let i = 0; i < solids.length; i += 5) if (solids[i + 1]! <= y0 && solids[i + 3]! >= y1) inSlab.push(i);
+      inSlab.sort((a, b) => solids[a]! - solids[b]!);
+      let x = 0;
+      for (const i of inSlab) {
+        if (solids[i]! > x) run(x, solids[i]!, y0, y1 - y0);
+        x = solids[i + 2]!;
+      }
+      if (x < W) run(x, W, y0, y1 - y0);
     }
     return result;
   };
