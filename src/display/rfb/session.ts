@@ -5,8 +5,9 @@
 // are dropped for a slow viewer, never queued without bound.
 
 import { arrowCursor, CURSOR_HEIGHT, CURSOR_WIDTH } from './cursor.js';
+import { DamageMap } from './damage-map.js';
 import { ENCODINGS } from './encoders/index.js';
-import { type ScrollCopy, TILE } from './framebuffer.js';
+import type { ScrollCopy } from './framebuffer.js';
 import { encodePixelFormat, SERVER_FORMAT, validatePixelFormat } from './pixel-format.js';
 import { type ClientMessage, ClientMsg, ProtocolError, parseClientMessage } from './receiver.js';
 import type { EncodedRect, PixelFormat, Rect } from './types.js';
@@ -77,12 +78,7 @@ export class RfbSession {
   private level = 2;
   private caps = new Set<number>();
   private readonly streams = new ZlibStreams();
-  // Damage as a tile bitmap, so it stays bounded however long the viewer lags.
-  private tilesX = 0;
-  private tilesY = 0;
-  private mapW = 0;
-  private mapH = 0;
-  private dirty = new Uint8Array(0);
+  private readonly damage = new DamageMap();
   private requested = false;
   /** Counts FramebufferUpdateRequests, to tell whether one arrived while an update was being built. */
   private requests = 0;
@@ -388,13 +384,7 @@ export class RfbSession {
   // ------------------------------------------------------------------ damage
 
   private resetDamage(all: boolean): void {
-    // The map remembers the size it was made for, so rects never mix two geometries.
-    this.mapW = this.display.width;
-    this.mapH = this.display.height;
-    this.tilesX = Math.ceil(this.mapW / TILE);
-    this.tilesY = Math.ceil(this.mapH / TILE);
-    this.dirty = new Uint8Array(this.tilesX * this.tilesY);
-    if (all) this.dirty.fill(1);
+    this.damage.reset(this.display.width, this.display.height, all);
   }
 
   /** The display changed size: the viewer learns the new size first, then gets every pixel. */
@@ -426,61 +416,11 @@ export class RfbSession {
   }
 
   markDirty(r: Rect): void {
-    if (!this.active) return;
-    const x0 = Math.max(0, Math.floor(r.x / TILE));
-    const y0 = Math.max(0, Math.floor(r.y / TILE));
-    const x1 = Math.min(this.tilesX, Math.ceil((r.x + r.w) / TILE));
-    const y1 = Math.min(this.tilesY, Math.ceil((r.y + r.h) / TILE));
-    for (let ty = y0; ty < y1; ty++) this.dirty.fill(1, ty * this.tilesX + x0, ty * this.tilesX + x1);
+    if (this.active) this.damage.mark(r);
   }
 
-  /** Dirty tiles as rects (horizontal runs merged with identical runs below), then cleared. */
-  private takeDirty(): Rect[] {
-    const W = this.mapW;
-    const H = this.mapH;
-    const rects: Rect[] = [];
-    const open = new Map<string, Rect>();
-    for (let ty = 0; ty < this.tilesY; ty++) {
-      const seen = new Set<string>();
-      let tx = 0;
-      while (tx < this.tilesX) {
-        if (!this.dirty[ty * this.tilesX + tx]) {
-          tx++;
-          continue;
-        }
-        let end = tx;
-        while (end + 1 < this.tilesX && this.dirty[ty * this.tilesX + end + 1]) end++;
-        const key = `${tx}:${end}`;
-        const y = ty * TILE;
-        const h = Math.min(TILE, H - y);
-        const prev = open.get(key);
-        if (prev && prev.y + prev.h === y) prev.h += h;
-        else {
-          const r = { x: tx * TILE, y, w: Math.min(W, (end + 1) * TILE) - tx * TILE, h };
-          rects.push(r);
-          open.set(key, r);
-        }
-        seen.add(key);
-        tx = end + 1;
-      }
-      for (const k of [...open.keys()]) if (!seen.has(k)) open.delete(k);
-    }
-    this.dirty.fill(0);
-    // The rect holding the bottom-right corner goes last: some clients (gvnccapture) treat
-    // its arrival as "the picture is complete".
-    rects.sort((a, b) => a.y + a.h - (b.y + b.h) || a.x + a.w - (b.x + b.w));
-    return rects;
-  }
-
-  /** Whether any dirty tile intersects `area` (anywhere when omitted). */
   private hasDirty(area?: Rect): boolean {
-    if (!area) return this.dirty.includes(1);
-    const x0 = Math.max(0, Math.floor(area.x / TILE));
-    const y0 = Math.max(0, Math.floor(area.y / TILE));
-    const x1 = Math.min(this.tilesX, Math.ceil((area.x + area.w) / TILE));
-    const y1 = Math.min(this.tilesY, Math.ceil((area.y + area.h) / TILE));
-    for (let ty = y0; ty < y1; ty++) for (let tx = x0; tx < x1; tx++) if (this.dirty[ty * this.tilesX + tx]) return true;
-    return false;
+    return this.damage.any(area);
   }
 
   /** Dirty tiles this viewer can be sent now: all for a request, its area in continuous mode. */
@@ -569,7 +509,7 @@ export class RfbSession {
     // Pixels are only ever encoded from a frame of the size this viewer was last told, unless it
     // cannot be told: then it gets the part of the frame that fits the size it has.
     const sizeKnown = this.display.width === this.sendingSize.w && this.display.height === this.sendingSize.h;
-    if ((!sizeKnown && this.followsResize) || this.mapW !== this.display.width || this.mapH !== this.display.height) {
+    if ((!sizeKnown && this.followsResize) || this.damage.width !== this.display.width || this.damage.height !== this.display.height) {
       this.resizePending = !sizeKnown && this.followsResize;
       this.resetDamage(true);
       if (this.resizePending) this.pump();
@@ -579,7 +519,7 @@ export class RfbSession {
     const requests = this.requests;
     try {
       const gen = this.display.generation;
-      let rects = this.takeDirty();
+      let rects = this.damage.take();
       if (!sizeKnown) {
         const fits = { x: 0, y: 0, w: this.sendingSize.w, h: this.sendingSize.h };
         rects = rects.flatMap((r) => clip(r, fits) ?? []);
