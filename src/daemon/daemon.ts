@@ -1,18 +1,11 @@
 // The daemon: the mdev core with its parents and types, the management
 // socket, and orderly shutdown on SIGTERM/SIGINT.
 
-import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { serialTypes } from '../devices/serial/types.js';
-import type { BochsVgpu } from '../devices/vgpu/bochs-vgpu.js';
-import { vgpuAttrs, vgpuTypes } from '../devices/vgpu/types.js';
-import { BufferRegistry } from '../display/buffers.js';
-import { type DisplaySource, PLANE_FLAG_DMABUF, PLANE_FLAG_PROBE, PLANE_FLAG_REGION, PlaneType } from '../display/plane.js';
-import { RfbDisplay } from '../display/rfb/display.js';
-import { VncServer } from '../display/rfb/server.js';
-import type { InputEvent } from '../display/rfb/session.js';
-import { ViewerServer } from '../display/web/viewer-server.js';
+import { vgpuTypes } from '../devices/vgpu/types.js';
+import type { BufferRegistry } from '../display/buffers.js';
+import type { ViewerServer } from '../display/web/viewer-server.js';
 import type { Instance } from '../mdev/core.js';
 import { MdevCore, type ParentConfig } from '../mdev/core.js';
 import { DefinitionStore, validateConfig } from '../mdev/definitions.js';
@@ -20,8 +13,11 @@ import { MdevError } from '../mdev/errors.js';
 import type { MdevAttr, MdevTypeProvider } from '../mdev/types.js';
 import { newUuid, parseUuid } from '../mdev/uuid.js';
 import { ControlServer, type Handler } from './control-server.js';
+import { type DisplayConsumers, Displays } from './displays.js';
 import { listJson, qemuDeviceArg, runningFacts, typesJson } from './mdevctl-json.js';
 import { controlSocket } from './paths.js';
+
+export { displayOf } from './displays.js';
 
 export interface DaemonConfig {
   parents: ParentConfig[];
@@ -38,12 +34,6 @@ const MiB = 1024 * 1024;
 /** One parent with room for 24 serial ports and 256 MiB of VRAM over 16 display heads (mbochs' budget). */
 export function defaultConfig(): DaemonConfig {
   return { parents: [{ name: DEFAULT_PARENT, resources: { ports: 24, vram: 256 * MiB, heads: 16 } }] };
-}
-
-/** The display side of an instance, if it has one. */
-export function displayOf(inst: Instance | undefined): DisplaySource | null {
-  const b = inst?.device?.backend as unknown as Partial<DisplaySource> | undefined;
-  return b && typeof b.queryPlane === 'function' && b.framebuffer ? (b as DisplaySource) : null;
 }
 
 export function loadConfig(path: string | undefined): DaemonConfig {
@@ -71,13 +61,6 @@ export interface DaemonOptions {
   http?: { host: string; port: number } | null;
 }
 
-/** Viewers of one display instance: its VNC server, browser token and input hook. */
-interface DisplayConsumers {
-  vnc: VncServer;
-  token: string;
-  input: { keys: number; pointer: number; last: InputEvent | null; listeners: Set<(e: InputEvent) => void> };
-}
-
 function str(args: Record<string, unknown>, key: string, required = true): string {
   const v = args[key];
   if (v === undefined || v === null || v === '') {
@@ -99,10 +82,7 @@ function attrsArg(args: Record<string, unknown>): MdevAttr[] {
 export class Daemon {
   readonly core: MdevCore;
   readonly definitions: DefinitionStore;
-  readonly buffers = new BufferRegistry();
-  readonly consumers = new Map<string, DisplayConsumers>();
-  viewer: ViewerServer | null = null;
-  private readonly adminToken = randomBytes(16).toString('hex');
+  readonly displays: Displays;
   private control: ControlServer | null = null;
   private readonly log: (m: string) => void;
   private stopping: Promise<void> | null = null;
@@ -115,12 +95,31 @@ export class Daemon {
     this.core = new MdevCore({
       runDir: options.runDir,
       log: this.log,
-      onStarted: (inst) => this.attachConsumers(inst),
-      onStopping: (inst) => this.detachConsumers(inst),
+      onStarted: (inst) => this.displays.attach(inst),
+      onStopping: (inst) => this.displays.detach(inst),
     });
+    this.displays = new Displays(this.core, this.log);
     for (const t of types) this.core.registerType(t);
     for (const p of options.config.parents) this.core.addParent(p);
     this.definitions = new DefinitionStore(options.stateDir, this.log);
+  }
+
+  /** Viewers of running display instances (VNC server, token, input hook). */
+  get consumers(): Map<string, DisplayConsumers> {
+    return this.displays.consumers;
+  }
+
+  get viewer(): ViewerServer | null {
+    return this.displays.viewer;
+  }
+
+  get buffers(): BufferRegistry {
+    return this.displays.buffers;
+  }
+
+  /** What `list --dumpjson` shows about an instance's viewers. */
+  displayFacts(uuid: string): Record<string, unknown> {
+    return this.displays.facts(uuid);
   }
 
   get controlPath(): string {
@@ -156,19 +155,7 @@ export class Daemon {
 
   private async startUp(): Promise<void> {
     const http = this.options.http === undefined ? { host: '127.0.0.1', port: 6080 } : this.options.http;
-    if (http) {
-      this.viewer = new ViewerServer({
-        host: http.host,
-        port: http.port,
-        adminToken: this.adminToken,
-        log: this.log,
-        targets: () => [...this.consumers.entries()].map(([uuid, c]) => ({ uuid, type: this.core.instance(uuid)?.type.id ?? '', token: c.token, vnc: c.vnc })),
-      });
-      await this.viewer.listen();
-      // The list page's URL carries the admin token: only the daemon's user may read it.
-      writeFileSync(join(this.options.runDir, 'viewer.url'), `${this.viewer.url()}\n`, { mode: 0o600 });
-      this.log(`browser viewer: ${this.viewer.url()}`);
-    }
+    if (http) await this.displays.startViewer(http, this.options.runDir);
     const defs = this.definitions.load();
     for (const d of defs) {
       try {
@@ -195,7 +182,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.control?.close();
       await this.core.shutdown();
-      await this.viewer?.close();
+      await this.displays.close();
     })();
     return this.stopping;
   }
@@ -233,7 +220,7 @@ export class Daemon {
             parent: i.parent.name,
             uuid: i.uuid,
             config: { mdev_type: i.type.id, start: def?.start ?? ('manual' as const), attrs: i.attrs },
-            extra: { defined: !!def, ...runningFacts(i), ...this.displayFacts(i.uuid) },
+            extra: { defined: !!def, ...runningFacts(i), ...this.displays.facts(i.uuid) },
           };
         });
       return listJson(entries);
@@ -331,135 +318,12 @@ export class Daemon {
       }
       return { uuid: next.uuid };
     });
-    this.displayHandlers(h);
+    this.displays.registerHandlers(h);
     h.set('qemu-args', (args) => {
       const inst = core.instance(str(args, 'uuid'));
       if (!inst) throw new MdevError('ENODEV', `no running instance ${args.uuid}`);
       return { device: qemuDeviceArg(inst), args: ['-device', qemuDeviceArg(inst)] };
     });
     return h;
-  }
-
-  /** A display instance gets its VNC server, browser token and input hook when it starts. */
-  private async attachConsumers(inst: Instance): Promise<void> {
-    const source = displayOf(inst);
-    if (!source) return;
-    const attrs = vgpuAttrs(inst.type.id, inst.attrs);
-    const input: DisplayConsumers['input'] = { keys: 0, pointer: 0, last: null, listeners: new Set() };
-    const vgpu = inst.device?.backend as unknown as BochsVgpu;
-    const display = new RfbDisplay(source, {
-      name: `mediated ${inst.type.id} ${inst.uuid.slice(0, 8)}`,
-      onInput: (e) => {
-        if (e.kind === 'key') input.keys++;
-        else input.pointer++;
-        input.last = e;
-        for (const l of input.listeners) l(e);
-      },
-      onSizeRequest: (w, h) => {
-        try {
-          vgpu.setMonitor(w, h);
-          return true;
-        } catch {
-          return false;
-        }
-      },
-    });
-    const log = (m: string) => this.log(`[${inst.uuid.slice(0, 8)}] vnc ${m}`);
-    const vnc = new VncServer(display, {
-      host: attrs?.vnc?.host ?? '127.0.0.1',
-      port: attrs?.vnc?.port ?? 0,
-      password: attrs?.vncPassword ?? null,
-      viewPassword: attrs?.vncViewPassword ?? null,
-      log,
-    });
-    if (attrs?.vnc) {
-      const a = await vnc.listen();
-      log(`listening on ${a.host}:${a.port}`);
-    }
-    this.consumers.set(inst.uuid, { vnc, token: randomBytes(16).toString('hex'), input });
-  }
-
-  private async detachConsumers(inst: Instance): Promise<void> {
-    const c = this.consumers.get(inst.uuid);
-    this.consumers.delete(inst.uuid);
-    this.buffers.releaseInstance(inst.uuid);
-    if (c) await c.vnc.close();
-  }
-
-  /** What `list --dumpjson` shows about an instance's viewers. */
-  displayFacts(uuid: string): Record<string, unknown> {
-    const c = this.consumers.get(uuid);
-    if (!c) return {};
-    const a = c.vnc.address;
-    return {
-      vnc: a ? `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}` : null,
-      viewer: this.viewer ? this.viewer.url(`/vm/${uuid}`, c.token) : null,
-      viewers: c.vnc.display.sessions.size,
-      input: { keys: c.input.keys, pointer: c.input.pointer },
-    };
-  }
-
-  private display(args: Record<string, unknown>): { inst: Instance; source: DisplaySource } {
-    const inst = this.core.instance(str(args, 'uuid'));
-    if (!inst) throw new MdevError('ENODEV', `no running instance ${args.uuid}`);
-    const source = displayOf(inst);
-    if (!source) throw new MdevError('EINVAL', `${inst.uuid} (${inst.type.id}) has no display`);
-    return { inst, source };
-  }
-
-  /** QUERY_GFX_PLANE and GET_GFX_DMABUF over the management socket, plus subscriptions. */
-  private displayHandlers(h: Map<string, Handler>): void {
-    h.set('plane-query', (args) => {
-      const { source } = this.display(args);
-      const flags = typeof args.flags === 'number' ? args.flags : PLANE_FLAG_DMABUF;
-      if (flags & PLANE_FLAG_PROBE) {
-        // Probing asks which mechanism is supported: dma-buf style export, not a region.
-        if (flags === (PLANE_FLAG_PROBE | PLANE_FLAG_DMABUF)) return { supported: true };
-        if (flags === (PLANE_FLAG_PROBE | PLANE_FLAG_REGION)) throw new MdevError('EINVAL', 'region-style planes are not offered; use dmabuf export');
-        throw new MdevError('EINVAL', 'probe takes exactly one of DMABUF or REGION');
-      }
-      if (flags !== PLANE_FLAG_DMABUF) throw new MdevError('EINVAL', 'a plane query sets the DMABUF flag');
-      const type = typeof args.plane_type === 'number' ? args.plane_type : PlaneType.PRIMARY;
-      if (type !== PlaneType.PRIMARY && type !== PlaneType.CURSOR && type !== PlaneType.OVERLAY) throw new MdevError('EINVAL', `bad plane type ${type}`);
-      return source.queryPlane(type);
-    });
-    h.set('buffer-export', (args, link) => {
-      const { inst, source } = this.display(args);
-      const plane = source.queryPlane(PlaneType.PRIMARY);
-      if (!plane.drm_format) throw new MdevError('ENOENT', 'the guest shows no plane right now');
-      if (typeof args.dmabuf_id === 'number' && args.dmabuf_id !== plane.dmabuf_id) {
-        throw new MdevError('ENOENT', `plane ${args.dmabuf_id} is not current (current: ${plane.dmabuf_id})`);
-      }
-      const b = this.buffers.export(inst.uuid, source, plane, link);
-      link.onClose(() => this.buffers.releaseHolder(link), 'buffers');
-      return { result: b.descriptor, fds: [b.fd] };
-    });
-    h.set('buffer-import', (args, link) => {
-      const b = this.buffers.import(str(args, 'buffer'), link);
-      if (!b) throw new MdevError('ENOENT', `no exported buffer ${args.buffer}`);
-      link.onClose(() => this.buffers.releaseHolder(link), 'buffers');
-      return { result: b.descriptor, fds: [b.fd] };
-    });
-    h.set('buffer-release', (args, link) => {
-      if (!this.buffers.release(str(args, 'buffer'), link)) throw new MdevError('ENOENT', `no exported buffer ${args.buffer}`);
-      return { released: true };
-    });
-    h.set('buffers', () => this.buffers.list());
-    h.set('subscribe-input', (args, link) => {
-      const { inst } = this.display(args);
-      const c = this.consumers.get(inst.uuid);
-      if (!c) throw new MdevError('ENODEV', `${inst.uuid} has no viewers attached`);
-      const l = (e: InputEvent) => link.event({ event: 'input', uuid: inst.uuid, input: e });
-      c.input.listeners.add(l);
-      link.onClose(() => c.input.listeners.delete(l));
-      return { subscribed: inst.uuid };
-    });
-    h.set('viewer-url', () => ({ url: this.viewer?.url() ?? null }));
-    h.set('subscribe', (args, link) => {
-      const { inst, source } = this.display(args);
-      const off = source.onPlaneChange((plane) => link.event({ event: 'plane-change', uuid: inst.uuid, plane }));
-      link.onClose(off);
-      return { subscribed: inst.uuid, plane: source.queryPlane(PlaneType.PRIMARY) };
-    });
   }
 }
