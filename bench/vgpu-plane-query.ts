@@ -12,6 +12,7 @@
 //               so there is no cross-process wake-up. Reported for reference.
 // Samples are taken in blocks that alternate ping / plane-query (order flipped every block),
 // after a warm-up of both.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,7 +58,7 @@ export function defaultPlaneQueryOptions(): PlaneQueryOptions {
 }
 
 export interface PlaneQueryConfig {
-  name: 'process' | 'in-process';
+  name: 'process' | 'process, same CPU' | 'in-process';
   description: string;
   headline: boolean;
   /** Latencies in ns. */
@@ -125,10 +126,26 @@ function checkPlane(p: PlaneInfo): void {
 
 type Cleanups = (() => Promise<void> | void)[];
 
-async function processConfig(dir: string, o: PlaneQueryOptions, cleanups: Cleanups): Promise<{ cfg: PlaneQueryConfig; plane: PlaneInfo }> {
+/** CPU affinity of a process as taskset prints it (hex mask), to restore it afterwards. */
+function affinity(pid: number): string | null {
+  const r = spawnSync('taskset', ['-p', String(pid)], { encoding: 'utf8' });
+  return r.status === 0 ? (/:\s*([0-9a-f]+)\s*$/.exec(r.stdout.trim())?.[1] ?? null) : null;
+}
+
+function setAffinity(pid: number, mask: string): boolean {
+  return spawnSync('taskset', ['-p', mask, String(pid)], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * The daemon in its own process. With `pin`, daemon and benchmark share CPU 0: on these 2-vCPU VMs a
+ * cross-CPU wake-up alone costs 25-90 µs and varies run to run, which would swamp what we measure.
+ */
+async function processConfig(dir: string, o: PlaneQueryOptions, cleanups: Cleanups, pin = false): Promise<{ cfg: PlaneQueryConfig; plane: PlaneInfo }> {
   let daemon: DaemonProcess | null = null;
+  const ownMask = pin ? affinity(process.pid) : null;
   try {
-    daemon = await spawnDaemon(join(dir, 'run'), join(dir, 'state'));
+    daemon = await spawnDaemon(join(dir, pin ? 'run-pinned' : 'run'), join(dir, pin ? 'state-pinned' : 'state'));
+    if (pin && !(ownMask && setAffinity(daemon.pid, '1') && setAffinity(process.pid, '1'))) throw new Error('taskset could not pin the processes');
     cleanups.push((daemon as DaemonProcess).stop);
     const { uuid, socket } = await daemon.client.call<{ uuid: string; socket: string }>('start', { parent: 'mediated0', type: 'mediated-bochs-medium' });
     // Program the mode over vfio-user, as the guest's MMIO would arrive; the registers keep their
@@ -144,12 +161,17 @@ async function processConfig(dir: string, o: PlaneQueryOptions, cleanups: Cleanu
     }
     const plane = await daemon.client.call<PlaneInfo>('plane-query', { uuid });
     checkPlane(plane);
-    const m = await measure(daemon.client, uuid, o, 'process');
+    const m = await measure(daemon.client, uuid, o, pin ? 'process, same CPU' : 'process');
     return {
-      cfg: { ...m, description: 'daemon in its own process, client in the benchmark process', headline: true },
+      cfg: {
+        ...m,
+        description: pin ? 'daemon in its own process, both pinned to CPU 0 (taskset)' : 'daemon in its own process, client in the benchmark process, unpinned',
+        headline: pin,
+      },
       plane,
     };
   } finally {
+    if (ownMask) setAffinity(process.pid, ownMask);
     await daemon?.stop();
   }
 }
@@ -188,8 +210,10 @@ export async function runPlaneQueryBenchmark(options: Partial<PlaneQueryOptions>
   // Stopping a configuration's daemon also ends a call stuck after a timeout.
   const cleanups: Cleanups = [];
   try {
-    const { cfg, plane } = await withTimeout('plane-query (daemon process)', o.configTimeoutMs, () => processConfig(dir, o, cleanups));
-    const configs = [cfg];
+    const pinned = await withTimeout('plane-query (daemon process, same CPU)', o.configTimeoutMs, () => processConfig(dir, o, cleanups, true));
+    const { cfg: unpinned, plane } = await withTimeout('plane-query (daemon process)', o.configTimeoutMs, () => processConfig(dir, o, cleanups));
+    const cfg = pinned.cfg;
+    const configs = [cfg, unpinned];
     if (o.inProcess) configs.push(await withTimeout('plane-query (in-process)', o.configTimeoutMs, () => inProcessConfig(dir, o, cleanups)));
     const { progress: _, ...opts } = o;
     return {
