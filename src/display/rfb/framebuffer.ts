@@ -3,7 +3,8 @@
 // in rows that differ, tile by tile; changed tiles are copied into the shadow
 // and converted into the canonical 0x00RRGGBB frame the encoders read. Only
 // runs while viewers want updates, so an unwatched VM costs nothing.
-import { bytesPerPixel, type DisplaySource, DrmFormat, type PlaneInfo, PlaneType } from '../plane.js';
+import { rowToXrgb } from '../convert.js';
+import { bytesPerPixel, type DisplaySource, type PlaneInfo, PlaneType } from '../plane.js';
 import type { Frame, Rect } from './types.js';
 
 /** Damage granularity: small enough that a moving bar resends little more than itself. */
@@ -30,29 +31,6 @@ export interface RefreshResult {
 const SCROLL_MIN_ROWS = 0.25;
 /** ... and reports a scroll only if the moved band is at least this tall. */
 const SCROLL_MIN_BAND = 64;
-
-function convertRow(format: number, src: Uint8Array, at: number, n: number, dst: Uint32Array, dstAt: number): void {
-  switch (format) {
-    case DrmFormat.XRGB8888:
-      for (let i = 0, s = at; i < n; i++, s += 4) dst[dstAt + i] = ((src[s + 2] as number) << 16) | ((src[s + 1] as number) << 8) | (src[s] as number);
-      return;
-    case DrmFormat.BGRX8888:
-      for (let i = 0, s = at; i < n; i++, s += 4) dst[dstAt + i] = ((src[s + 1] as number) << 16) | ((src[s + 2] as number) << 8) | (src[s + 3] as number);
-      return;
-    case DrmFormat.RGB888:
-      for (let i = 0, s = at; i < n; i++, s += 3) dst[dstAt + i] = ((src[s + 2] as number) << 16) | ((src[s + 1] as number) << 8) | (src[s] as number);
-      return;
-    case DrmFormat.RGB565:
-      for (let i = 0, s = at; i < n; i++, s += 2) {
-        const v = (src[s] as number) | ((src[s + 1] as number) << 8);
-        const r = (v >> 11) & 0x1f;
-        const g = (v >> 5) & 0x3f;
-        const b = v & 0x1f;
-        dst[dstAt + i] = (((r << 3) | (r >> 2)) << 16) | (((g << 2) | (g >> 4)) << 8) | ((b << 3) | (b >> 2));
-      }
-      return;
-  }
-}
 
 export class ShadowFramebuffer {
   frame: Frame = { width: 0, height: 0, pixels: new Uint32Array(0) };
@@ -100,7 +78,7 @@ export class ShadowFramebuffer {
       for (let y = 0; y < p.height; y++) {
         const at = p.offset + y * p.stride;
         this.shadow.set(fb.subarray(at, at + this.rowBytes), y * this.rowBytes);
-        convertRow(p.drm_format, fb, at, p.width, this.frame.pixels, y * p.width);
+        rowToXrgb(p.drm_format, fb, at, p.width, this.frame.pixels, y * p.width);
       }
       this.generation++;
       return { resized: true, damage: [{ x: 0, y: 0, w: p.width, h: p.height }] };
@@ -202,7 +180,7 @@ export class ShadowFramebuffer {
           const src = p.offset + y * p.stride + x0 * bpp;
           const n = x1 - x0;
           this.shadow.set(fb.subarray(src, src + n * bpp), y * this.rowBytes + x0 * bpp);
-          convertRow(p.drm_format, fb, src, n, this.frame.pixels, y * p.width + x0);
+          rowToXrgb(p.drm_format, fb, src, n, this.frame.pixels, y * p.width + x0);
         }
         damage.push({ x: x0, y: y0, w: x1 - x0, h: y1 - y0 });
         tx = end + 1;
