@@ -5,6 +5,7 @@
 // rather than buffered without bound.
 import { chmodSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { listenOn } from '../../util/listen.js';
 import type { SerialPort } from './serial-card.js';
 
 const BACKLOG_LIMIT = 64 * 1024;
@@ -39,13 +40,7 @@ export class SerialSocketEndpoint {
     );
     const server = createServer((c) => this.accept(c));
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.path, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(server, this.path);
     chmodSync(this.path, 0o660);
   }
 

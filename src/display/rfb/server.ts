@@ -2,8 +2,9 @@
 // WebSocket join the same display through addWebSocket().
 import { createServer, type Server } from 'node:net';
 import type { WebSocket } from 'ws';
+import { listenFirstFree } from '../../util/listen.js';
 import type { RfbDisplay } from './display.js';
-import { RfbSession } from './session.js';
+import { RfbSession, type RfbTransport } from './session.js';
 import { tcpTransport, wsTransport } from './transports.js';
 
 export interface VncServerOptions {
@@ -30,39 +31,20 @@ export class VncServer {
   async listen(): Promise<{ host: string; port: number }> {
     const { host } = this.options;
     const candidates = this.options.port ? [this.options.port] : Array.from({ length: 100 }, (_, i) => 5900 + i);
-    for (const port of candidates) {
-      const server = createServer({ noDelay: true }, (sock) => {
-        const s = new RfbSession(tcpTransport(sock), this.display, {
-          password: this.options.password,
-          viewPassword: this.options.viewPassword ?? null,
-          viewOnly: false,
-          log: this.options.log,
-          handshakeTimeoutMs: this.options.handshakeTimeoutMs,
-        });
-        this.display.attach(s);
-      });
-      try {
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(port, host, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'EADDRINUSE' && candidates.length > 1) continue;
-        throw e;
-      }
-      this.server = server;
-      this.address = { host, port };
-      return this.address;
-    }
-    throw new Error('no free VNC port between 5900 and 5999');
+    const server = createServer({ noDelay: true }, (sock) => this.session(tcpTransport(sock), false));
+    const port = await listenFirstFree(server, host, candidates, candidates.length > 1 ? 'no free VNC port between 5900 and 5999' : undefined);
+    this.server = server;
+    this.address = { host, port };
+    return this.address;
   }
 
   /** A browser viewer: the same RFB session over a WebSocket. */
   addWebSocket(ws: WebSocket, remote: string, viewOnly: boolean): RfbSession {
-    const s = new RfbSession(wsTransport(ws, remote), this.display, {
+    return this.session(wsTransport(ws, remote), viewOnly);
+  }
+
+  private session(transport: RfbTransport, viewOnly: boolean): RfbSession {
+    const s = new RfbSession(transport, this.display, {
       password: this.options.password,
       viewPassword: this.options.viewPassword ?? null,
       viewOnly,

@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createRequire } from 'node:module';
 import { dirname, extname, join, normalize } from 'node:path';
 import { WebSocketServer } from 'ws';
+import { listenFirstFree } from '../../util/listen.js';
 import { encodePngRgb } from '../png.js';
 import type { ShadowFramebuffer } from '../rfb/framebuffer.js';
 import type { VncServer } from '../rfb/server.js';
@@ -106,24 +107,10 @@ export class ViewerServer {
     const { host } = this.options;
     // The configured port, the next few, and finally any free one: a busy port must not stop the daemon.
     const ports = this.options.port ? [this.options.port, ...Array.from({ length: 20 }, (_, i) => this.options.port + 1 + i), 0] : [0];
-    for (const port of ports) {
-      try {
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(port, host, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
-        break;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port === ports.at(-1)) throw e;
-      }
-    }
-    const a = server.address();
+    const port = await listenFirstFree(server, host, ports);
     this.server = server;
     this.wss = wss;
-    this.address = { host, port: typeof a === 'object' && a ? a.port : 0 };
+    this.address = { host, port };
     return this.address;
   }
 
