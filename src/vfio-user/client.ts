@@ -14,6 +14,7 @@ import {
   isReply,
   parseVersionCapabilities,
   type RegionCap,
+  readU64,
   type VersionCapabilities,
   writeHeader,
 } from './codec.js';
@@ -273,7 +274,8 @@ export class VfioUserClient {
     };
     if ((h.cmd !== Command.DMA_READ && h.cmd !== Command.DMA_WRITE) || p.length < 16 || !mem) return fail(Errno.ENOSYS);
     const v = view(p);
-    const address = v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000;
+    const address = readU64(v, 0);
+    if (Number.isNaN(address)) return fail(Errno.EFAULT);
     const count = v.getUint32(8, true);
     if (h.cmd === Command.DMA_READ) {
       const data = mem.read(address, count);

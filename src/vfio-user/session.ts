@@ -15,9 +15,11 @@ import {
   isError,
   isReply,
   parseVersionCapabilities,
+  readU64,
   versionReplyJson,
   wantsReply,
   writeHeader,
+  writeU64,
 } from './codec.js';
 import { Connection } from './connection.js';
 import {
@@ -185,7 +187,7 @@ export class ServerSession implements PeerServices {
       if (wantsReply(h.flags)) this.sendError(h, errno);
     } finally {
       this.dispatching = false;
-      if (this.deferred.length) for (const m of this.deferred.splice(0)) this.conn.send(m, m.length);
+      this.flushDeferred();
     }
   }
 
@@ -200,10 +202,9 @@ export class ServerSession implements PeerServices {
     if (cmd !== Command.REGION_READ && cmd !== Command.REGION_WRITE) return false;
     if (size < HEADER_SIZE + 16) return false;
     const p = at + HEADER_SIZE;
-    const hi = v.getUint32(p + 4, true);
+    const offset = readU64(v, p);
     const count = v.getUint32(p + 12, true);
-    if (hi > 0x1fffff || count === 0 || count > 8) return false;
-    const offset = hi * 0x1_0000_0000 + v.getUint32(p, true);
+    if (Number.isNaN(offset) || count === 0 || count > 8) return false;
     const region = v.getUint32(p + 8, true);
     const reply = wantsReply(h.flags);
     let data: Uint8Array;
@@ -222,24 +223,28 @@ export class ServerSession implements PeerServices {
       if (cmd === Command.REGION_READ) this.backend.regionRead(region, offset, data);
       else this.backend.regionWrite(region, offset, data);
     } catch {
-      this.dispatching = false;
       return false; // the general path repeats it and answers the error
+    } finally {
+      this.dispatching = false;
     }
-    this.dispatching = false;
     this.stats.requests++;
     this.stats.perCommand[cmd] = (this.stats.perCommand[cmd] ?? 0) + 1;
     if (reply) {
       const tv = this.txView;
       const len = cmd === Command.REGION_READ ? 16 + count : 16;
       writeHeader(tv, 0, h.id, cmd, HEADER_SIZE + len, REPLY);
-      tv.setUint32(HEADER_SIZE, v.getUint32(p, true), true);
-      tv.setUint32(HEADER_SIZE + 4, hi, true);
+      writeU64(tv, HEADER_SIZE, offset);
       tv.setUint32(HEADER_SIZE + 8, region, true);
       tv.setUint32(HEADER_SIZE + 12, count, true);
       this.conn.send(this.tx, HEADER_SIZE + len);
     }
-    if (this.deferred.length) for (const m of this.deferred.splice(0)) this.conn.send(m, m.length);
+    this.flushDeferred();
     return true;
+  }
+
+  /** Sends the DMA requests held back while a command was handled, now that its reply is out. */
+  private flushDeferred(): void {
+    if (this.deferred.length) for (const m of this.deferred.splice(0)) this.conn.send(m, m.length);
   }
 
   private readViews: (Uint8Array | undefined)[] = [];
@@ -582,8 +587,7 @@ export class ServerSession implements PeerServices {
     const msg = new Uint8Array(HEADER_SIZE + len);
     const v = new DataView(msg.buffer);
     writeHeader(v, 0, id, cmd, msg.length, MsgType.COMMAND);
-    v.setUint32(16, address >>> 0, true);
-    v.setUint32(20, Math.floor(address / 0x1_0000_0000), true);
+    writeU64(v, 16, address);
     v.setUint32(24, count, true); // u64 count in the spec layout, u32 in QEMU's: same bytes for count < 2^32
     if (data) msg.set(data.subarray(0, count), HEADER_SIZE + dataAt);
     return new Promise((resolve, reject) => {
