@@ -12,6 +12,7 @@ import { DefinitionStore, validateConfig } from '../mdev/definitions.js';
 import { MdevError } from '../mdev/errors.js';
 import type { MdevAttr, MdevTypeProvider } from '../mdev/types.js';
 import { newUuid, parseUuid } from '../mdev/uuid.js';
+import { attrsArg, str } from './args.js';
 import { ControlServer, type Handler } from './control-server.js';
 import { type DisplayConsumers, Displays } from './displays.js';
 import { listJson, qemuDeviceArg, runningFacts, typesJson } from './mdevctl-json.js';
@@ -59,24 +60,6 @@ export interface DaemonOptions {
   log?: (m: string) => void;
   /** Web viewer address; null disables it. Default 127.0.0.1:6080 (next free port if taken). */
   http?: { host: string; port: number } | null;
-}
-
-function str(args: Record<string, unknown>, key: string, required = true): string {
-  const v = args[key];
-  if (v === undefined || v === null || v === '') {
-    if (required) throw new MdevError('EINVAL', `missing argument "${key}"`);
-    return '';
-  }
-  if (typeof v !== 'string') throw new MdevError('EINVAL', `argument "${key}" must be a string`);
-  return v;
-}
-
-function attrsArg(args: Record<string, unknown>): MdevAttr[] {
-  const a = args.attrs ?? [];
-  if (!Array.isArray(a) || !a.every((x) => x && typeof x === 'object' && Object.values(x).every((v) => typeof v === 'string'))) {
-    throw new MdevError('EINVAL', 'attrs must be an array of {"name": "value"} objects');
-  }
-  return a as MdevAttr[];
 }
 
 export class Daemon {

@@ -14,6 +14,7 @@ import type { InputEvent } from '../display/rfb/session.js';
 import { ViewerServer } from '../display/web/viewer-server.js';
 import type { Instance, MdevCore } from '../mdev/core.js';
 import { MdevError } from '../mdev/errors.js';
+import { str } from './args.js';
 import type { Handler } from './control-server.js';
 
 /** Viewers of one display instance: its VNC server, browser token and input hook. */
@@ -27,12 +28,6 @@ export interface DisplayConsumers {
 export function displayOf(inst: Instance | undefined): DisplaySource | null {
   const b = inst?.device?.backend as unknown as Partial<DisplaySource> | undefined;
   return b && typeof b.queryPlane === 'function' && b.framebuffer ? (b as DisplaySource) : null;
-}
-
-function str(args: Record<string, unknown>, key: string): string {
-  const v = args[key];
-  if (typeof v !== 'string' || !v) throw new MdevError('EINVAL', `missing argument "${key}"`);
-  return v;
 }
 
 export class Displays {
