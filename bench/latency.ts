@@ -29,6 +29,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, s
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { repoRoot } from '../src/util/repo-root.js';
 
 export interface LatencyOptions {
   rounds: number;
@@ -98,19 +99,6 @@ interface Config {
   headline: boolean;
   serverPrefix: string[];
   clientPrefix: string[];
-}
-
-/** The repository root: the nearest ancestor whose package.json is named "mediated". */
-function findRoot(start: string): string {
-  for (let dir = start; ; dir = dirname(dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown };
-      if (pkg.name === 'mediated') return dir;
-    } catch {
-      // keep walking up
-    }
-    if (dirname(dir) === dir) throw new Error(`no package.json named "mediated" above ${start}`);
-  }
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -276,7 +264,7 @@ export function latencyOptionsFromEnv(argv: readonly string[] = [], env: NodeJS.
 
 export async function runLatencyBenchmark(opts: LatencyOptions = latencyOptionsFromEnv()): Promise<LatencyReport> {
   const t0 = performance.now();
-  const root = findRoot(here);
+  const root = repoRoot(here);
   const tools: Tools = {
     client: buildTool(root, 'rr-client', opts.progress),
     echo: buildTool(root, 'echo-server', opts.progress),

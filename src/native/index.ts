@@ -11,10 +11,11 @@
  *    (compare with `-EAGAIN` etc.), never throws for I/O errors;
  *  - invalid arguments throw TypeError / RangeError.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { repoRoot } from '../util/repo-root.js';
 
 declare const pollBrand: unique symbol;
 declare const watchBrand: unique symbol;
@@ -98,21 +99,8 @@ interface Addon {
   watchClose(h: WatchHandle): void;
 }
 
-/** Repo root: the nearest ancestor whose package.json is named "mediated" (works from src/ and dist/src/). */
-function findRoot(start: string): string {
-  for (let dir = start; ; dir = dirname(dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown };
-      if (pkg.name === 'mediated') return dir;
-    } catch {
-      // no (readable) package.json here: keep walking up
-    }
-    if (dirname(dir) === dir) throw new Error(`mediated: no package.json named "mediated" above ${start}`);
-  }
-}
-
 /** Absolute path of the compiled addon. */
-export const addonPath: string = join(findRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'mediated_native.node');
+export const addonPath: string = join(repoRoot(dirname(fileURLToPath(import.meta.url))), 'build', 'mediated_native.node');
 
 function load(): Addon {
   try {
