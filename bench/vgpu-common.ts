@@ -101,9 +101,10 @@ export interface DaemonProcess {
   stop(): Promise<void>;
 }
 
-export async function spawnDaemon(runDir: string, stateDir: string, timeoutMs = 15_000): Promise<DaemonProcess> {
+/** `mediated daemon` in its own Node process; `extraArgs` go to the daemon verb (e.g. --http off). */
+export async function spawnDaemon(runDir: string, stateDir: string, timeoutMs = 15_000, extraArgs: readonly string[] = []): Promise<DaemonProcess> {
   const cli = fileURLToPath(new URL('../src/daemon/cli.js', import.meta.url));
-  const child = spawn(process.execPath, [cli, 'daemon', '--run-dir', runDir, '--state-dir', stateDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [cli, 'daemon', '--run-dir', runDir, '--state-dir', stateDir, ...extraArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
   killLiveOnExit(child);
   let err = '';
   child.stderr?.setEncoding('utf8');

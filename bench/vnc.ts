@@ -25,16 +25,14 @@
 //
 // Run directly: node dist/bench/vnc.js  (knobs: VNC_BENCH_WINDOW_S=8 VNC_BENCH_BASELINE_S=5
 // VNC_BENCH_IDLE_S=30 VNC_BENCH_IDLE_ROUNDS=3 VNC_BENCH_WORKLOADS=scroll,bar). ~3.5 minutes.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { ControlClient } from '../src/daemon/control-client.js';
-import { controlSocket } from '../src/daemon/paths.js';
 import { bootGuest, type Guest, loadTestEnv, resolveGuest } from '../test/harness/qemu.js';
+import { type DaemonProcess, spawnDaemon as spawnVgpuDaemon } from './vgpu-common.js';
 import { absNow, type ClientEvent, type ClientOptions, MARKER_X, type WindowStats } from './vnc-client.js';
 import { measurePipeline, type PipelineResult } from './vnc-pipeline.js';
 
@@ -215,77 +213,9 @@ async function pipelineBreakdown(lines: Buffer, bar: Buffer): Promise<PipelineRe
 
 // ----------------------------------------------------------------------------------- processes
 
-const liveChildren = new Set<ChildProcess>();
-let exitHook = false;
-function track(c: ChildProcess): void {
-  liveChildren.add(c);
-  c.once('exit', () => liveChildren.delete(c));
-  if (exitHook) return;
-  exitHook = true;
-  process.on('exit', () => {
-    for (const x of liveChildren) x.kill('SIGKILL');
-  });
-}
-
-interface DaemonProc {
-  pid: number;
-  client: ControlClient;
-  stderr(): string;
-  stop(): Promise<void>;
-}
-
 /** `mediated daemon` in its own Node process (so /proc/PID covers exactly the daemon), no web viewer. */
-async function spawnDaemon(dir: string): Promise<DaemonProc> {
-  const cli = fileURLToPath(new URL('../src/daemon/cli.js', import.meta.url));
-  const runDir = join(dir, 'run');
-  const child = spawn(process.execPath, [cli, 'daemon', '--run-dir', runDir, '--state-dir', join(dir, 'state'), '--http', 'off'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  track(child);
-  let err = '';
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (s: string) => {
-    err = (err + s).slice(-20_000);
-  });
-  const exited = new Promise<void>((res) => child.once('exit', () => res()));
-  const path = controlSocket(runDir);
-  const deadline = Date.now() + 20_000;
-  let client: ControlClient | null = null;
-  while (!client) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the daemon exited while starting:\n${err}`);
-    if (existsSync(path)) {
-      try {
-        const c = new ControlClient(path);
-        await c.call('ping');
-        client = c;
-        break;
-      } catch {
-        // not listening yet
-      }
-    }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`the daemon did not answer within 20 s:\n${err}`);
-    }
-    await sleep(50);
-  }
-  const c = client;
-  let stopping: Promise<void> | null = null;
-  return {
-    pid: child.pid as number,
-    client: c,
-    stderr: () => err,
-    stop: () => {
-      stopping ??= (async () => {
-        c.close();
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 5_000);
-        await exited;
-        clearTimeout(t);
-      })();
-      return stopping;
-    },
-  };
+function spawnDaemon(dir: string): Promise<DaemonProcess> {
+  return spawnVgpuDaemon(join(dir, 'run'), join(dir, 'state'), 20_000, ['--http', 'off']);
 }
 
 /** A free TCP port on 127.0.0.1 at or above `min` (QEMU's -vnc takes a display number = port - 5900). */
@@ -501,7 +431,7 @@ interface Vm {
   markers: MarkerLog;
 }
 
-async function bootVm(kind: ServerKind, dir: string, daemon: DaemonProc | null, files: { path: string; data: Buffer }[], booted: Guest[]): Promise<Vm> {
+async function bootVm(kind: ServerKind, dir: string, daemon: DaemonProcess | null, files: { path: string; data: Buffer }[], booted: Guest[]): Promise<Vm> {
   let vncPort: number;
   let guest: Guest;
   const common = { guest: '6.12', workDir: join(dir, `vm-${kind}`), script: GUEST_SCRIPT, files, timeoutMs: 900_000, waitTimeoutMs: 120_000 };
@@ -524,7 +454,7 @@ async function bootVm(kind: ServerKind, dir: string, daemon: DaemonProc | null, 
   if (Number(m[1]) !== W || Number(m[2]) !== H || Number(m[3]) !== STRIDE)
     throw new Error(`${kind}: the guest framebuffer is ${m[1]}x${m[2]} stride ${m[3]}, the benchmark needs ${W}x${H} stride ${STRIDE}`);
   await guest.waitFor(/T: ready/);
-  return { kind, guest, vncPort, serverPid: kind === 'ours' ? (daemon as DaemonProc).pid : guest.pid, markers: new MarkerLog() };
+  return { kind, guest, vncPort, serverPid: kind === 'ours' ? (daemon as DaemonProcess).pid : guest.pid, markers: new MarkerLog() };
 }
 
 // ------------------------------------------------------------------------------------- phases
@@ -645,7 +575,7 @@ export async function runVncBenchmark(progress: (m: string) => void = () => {}):
     { path: '/lines.raw', data: textLines() },
     { path: '/bar.raw', data: barImage() },
   ];
-  let daemon: DaemonProc | null = null;
+  let daemon: DaemonProcess | null = null;
   const guests: Guest[] = [];
   const clients: ClientHandle[] = [];
   // Interrupted: exit, and the exit hooks (ours and the QEMU harness') SIGKILL the daemon and the QEMUs.
