@@ -475,23 +475,9 @@ export class RfbSession {
       reason = 1; // reply to this client's SetDesktopSize
       status = this.edsReply.status;
     }
-    const out = eds ? Buffer.alloc(4 + 12 + 4 + 16) : Buffer.alloc(4 + 12);
-    out[0] = 0;
-    out.writeUInt16BE(1, 2);
-    out.writeUInt16BE(reason, 4);
-    out.writeUInt16BE(status, 6);
-    out.writeUInt16BE(w, 8);
-    out.writeUInt16BE(h, 10);
-    out.writeInt32BE(eds ? ENCODINGS.EXTENDED_DESKTOP_SIZE : ENCODINGS.DESKTOP_SIZE, 12);
-    if (eds) {
-      out[16] = 1; // one screen
-      out.writeUInt32BE(0, 20); // id
-      out.writeUInt16BE(0, 24);
-      out.writeUInt16BE(0, 26);
-      out.writeUInt16BE(w, 28);
-      out.writeUInt16BE(h, 30);
-      out.writeUInt32BE(0, 32); // flags
-    }
+    // An update holding the size rect alone.
+    const rect = eds ? extendedDesktopSizeRect(reason, status, w, h) : desktopSizeRect(w, h);
+    const out = Buffer.concat([Buffer.from([0, 0, 0, 1]), rect]);
     this.transport.write(out);
     this.bytesSent += out.length;
     this.sendingSize = { w, h };
@@ -608,6 +594,15 @@ export class RfbSession {
     // Damage that arrived while we encoded goes out at once (continuous mode, or a request came in meanwhile) or with the next request.
     if ((this.continuous || this.requested) && this.hasSendable()) this.pump();
   }
+}
+
+/** A DesktopSize rect announcing a new framebuffer size. */
+function desktopSizeRect(w: number, h: number): Buffer {
+  const out = Buffer.alloc(12);
+  out.writeUInt16BE(w, 4);
+  out.writeUInt16BE(h, 6);
+  out.writeInt32BE(ENCODINGS.DESKTOP_SIZE, 8);
+  return out;
 }
 
 /** An ExtendedDesktopSize rect with one screen covering the whole framebuffer. */
