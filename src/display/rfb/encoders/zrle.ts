@@ -180,12 +180,7 @@ export const encodeZrle: Encoder = (frame, rect, pf): EncodedRect[] => {
           buf[at++] = 128;
           for (let i = 0; i < nRuns; i++) {
             at = packer.writeValue(buf, at, runValue[i]!);
-            let l = runLength[i]! - 1;
-            while (l >= 255) {
-              buf[at++] = 255;
-              l -= 255;
-            }
-            buf[at++] = l;
+            at = writeRunLength(buf, at, runLength[i]!);
           }
           out.len = at;
           break;
@@ -202,12 +197,7 @@ export const encodeZrle: Encoder = (frame, rect, pf): EncodedRect[] => {
               continue;
             }
             buf[at++] = runIndex[i]! | 128;
-            let l = len - 1;
-            while (l >= 255) {
-              buf[at++] = 255;
-              l -= 255;
-            }
-            buf[at++] = l;
+            at = writeRunLength(buf, at, len);
           }
           out.len = at;
           break;
@@ -217,3 +207,14 @@ export const encodeZrle: Encoder = (frame, rect, pf): EncodedRect[] => {
   }
   return [{ rect: { ...rect }, encoding: ZRLE, pieces: [{ kind: 'zlib', stream: 0, framing: 'u32', bytes: out.bytes() }] }];
 };
+
+/** ZRLE's run length: (length - 1) as a sum of bytes, 255 meaning "more follows". */
+function writeRunLength(buf: Uint8Array, at: number, length: number): number {
+  let l = length - 1;
+  while (l >= 255) {
+    buf[at++] = 255;
+    l -= 255;
+  }
+  buf[at++] = l;
+  return at;
+}
