@@ -364,3 +364,57 @@ describe('layout agreement', () => {
     }
   });
 });
+
+describe('the client library serving DMA', () => {
+  it('answers a DMA request for an address beyond 2^53 with EFAULT instead of a rounded address', async () => {
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { Connection } = await import('../../src/vfio-user/connection.js');
+    const { writeHeader } = await import('../../src/vfio-user/codec.js');
+    const { VfioUserClient } = await import('../../src/vfio-user/client.js');
+    const path = join(tmpdir(), `mediated-raw-server-${process.pid}.sock`);
+    const lfd = native.listen(path);
+    const ram = new BufferMemory(0, 4096);
+    const connecting = VfioUserClient.connect(path, { memory: ram });
+    let fd = -1;
+    await until(() => (fd = native.accept(lfd)) >= 0, 3000, 'the client to connect');
+    const replies: { id: number; flags: number; error: number }[] = [];
+    const send = (id: number, cmd: number, flags: number, payload: Uint8Array) => {
+      const m = new Uint8Array(HEADER_SIZE + payload.length);
+      writeHeader(new DataView(m.buffer), 0, id, cmd, m.length, flags);
+      m.set(payload, HEADER_SIZE);
+      conn.send(m, m.length);
+    };
+    // A raw server: answers VERSION, then asks for 4 bytes at 0xffffffff_00000000.
+    const conn = new Connection(
+      fd,
+      {
+        onMessage: (h) => {
+          if (h.cmd === Command.VERSION) {
+            const json = Buffer.from('{"capabilities":{"max_msg_fds":1,"max_data_xfer_size":1048576}}\0');
+            const p = new Uint8Array(4 + json.length);
+            p.set(json, 4);
+            send(h.id, Command.VERSION, MsgType.REPLY, p);
+          } else replies.push({ id: h.id, flags: h.flags, error: h.error });
+        },
+        onOversized: () => {},
+        onClose: () => {},
+      },
+      { maxMessageSize: 1 << 20 },
+    );
+    const client = await connecting;
+    try {
+      send(7, Command.DMA_READ, MsgType.COMMAND, le([0, 4], [0xffffffff, 4], [4, 4], [0, 4]));
+      await until(() => replies.length > 0, 3000, 'the DMA reply');
+      assert.equal(replies[0]?.id, 7);
+      assert.ok((replies[0]?.flags ?? 0) & FLAG_ERROR, 'an error reply');
+      assert.equal(replies[0]?.error, Errno.EFAULT);
+      assert.equal(ram.reads.length, 0, 'memory was never touched');
+    } finally {
+      client.close();
+      conn.close(null);
+      native.close(lfd);
+      (await import('node:fs')).rmSync(path, { force: true });
+    }
+  });
+});
